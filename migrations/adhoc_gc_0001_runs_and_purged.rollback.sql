@@ -1,0 +1,2 @@
+DROP TABLE "purged";
+DROP TABLE "runs";

@@ -1,0 +1,143 @@
+"""Checks a mapping against the database catalog before any SQL is deployed or run.
+
+Every problem names the mapping key and the database object, e.g.
+`[contact].last_login: column "last_login_at" not found in public.contacts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from .errors import ConfigError
+from .mapping import Mapping, TableName
+
+KEY_TYPE_GROUPS = {
+    "int2": "integer", "int4": "integer", "int8": "integer",
+    "uuid": "uuid",
+    "text": "text", "varchar": "text", "bpchar": "text",
+}
+TIME_TYPES = {"timestamptz", "timestamp", "date"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # as format_type() prints it
+    type_name: str
+    category: str
+    unique: bool
+
+
+def check_mapping(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> None:
+    """Raise ConfigError listing every way the mapping disagrees with the catalog."""
+    problems: list[str] = []
+    tables: dict[TableName, dict[str, Column] | None] = {}
+
+    def columns_of(table: TableName, where: str) -> dict[str, Column] | None:
+        if table not in tables:
+            rows = conn.execute(queries["table_columns"], {"schema": table.schema, "table": table.name}).fetchall()
+            if rows:
+                tables[table] = {row[0]: Column(*row) for row in rows}
+            else:
+                kind = conn.execute(queries["table_kind"], {"schema": table.schema, "table": table.name}).fetchone()
+                what = "is not a table (it is a view or another kind of relation)" if kind else "not found"
+                problems.append(f"{where}: table {table} {what}")
+                tables[table] = None
+        return tables[table]
+
+    def column(table: TableName, name: str, where: str) -> Column | None:
+        # "[customer].key" -> "[customer].table"; a blocker's own label names its table.
+        table_where = where.split("]", 1)[0] + "].table" if where.startswith("[customer]") or where.startswith(
+            "[location]") or where.startswith("[contact]") else where
+        cols = columns_of(table, table_where)
+        if cols is None:
+            return None
+        if name not in cols:
+            problems.append(f"{where}: column \"{name}\" not found in {table}")
+            return None
+        return cols[name]
+
+    def key_column(table: TableName, name: str, where: str) -> Column | None:
+        col = column(table, name, where)
+        if col is None:
+            return None
+        if col.type_name not in KEY_TYPE_GROUPS:
+            problems.append(f"{where}: column \"{name}\" of {table} has type {col.type}; "
+                            "keys must be smallint, integer, bigint, uuid or text")
+            return None
+        if not col.unique:
+            problems.append(f"{where}: column \"{name}\" of {table} is not unique "
+                            "(needs a primary key or unique index on it alone)")
+        return col
+
+    def reference_column(table: TableName, name: str, target: Column | None, target_desc: str, where: str) -> None:
+        col = column(table, name, where)
+        if col is None or target is None:
+            return
+        if KEY_TYPE_GROUPS.get(col.type_name) != KEY_TYPE_GROUPS.get(target.type_name):
+            problems.append(f"{where}: column \"{name}\" of {table} has type {col.type}, "
+                            f"which cannot hold {target_desc} ({target.type})")
+
+    def time_columns(table: TableName, names: tuple[str, ...], where: str) -> None:
+        for name in names:
+            col = column(table, name, where)
+            if col is not None and col.type_name not in TIME_TYPES:
+                problems.append(f"{where}: column \"{name}\" of {table} has type {col.type}; "
+                                "expected timestamptz, timestamp or date")
+
+    customer, location, contact = mapping.customer, mapping.location, mapping.contact
+    customer_key = key_column(customer.table, customer.key, "[customer].key")
+    location_key = key_column(location.table, location.key, "[location].key")
+    contact_key = key_column(contact.table, contact.key, "[contact].key")
+    reference_column(location.table, location.customer, customer_key, "a customer key", "[location].customer")
+    reference_column(contact.table, contact.location, location_key, "a location key", "[contact].location")
+
+    adhoc = column(customer.table, customer.adhoc, "[customer].adhoc")
+    if adhoc is not None:
+        if customer.adhoc_values is None:
+            if adhoc.type_name != "bool":
+                problems.append(f"[customer].adhoc: column \"{customer.adhoc}\" of {customer.table} has type "
+                                f"{adhoc.type}; a non-boolean column needs [customer].adhoc_values")
+        elif adhoc.category == "E":
+            labels = {row[0] for row in conn.execute(
+                queries["enum_labels"],
+                {"schema": customer.table.schema, "table": customer.table.name, "column": customer.adhoc},
+            )}
+            unknown = [v for v in customer.adhoc_values if v not in labels]
+            if unknown:
+                problems.append(f"[customer].adhoc_values: {unknown[0]!r} is not a value of enum type {adhoc.type} "
+                                f"(values: {', '.join(sorted(labels))})")
+        elif adhoc.category != "S":
+            problems.append(f"[customer].adhoc: column \"{customer.adhoc}\" of {customer.table} has type "
+                            f"{adhoc.type}; with adhoc_values it must be text or an enum")
+
+    time_columns(customer.table, customer.activity, "[customer].activity")
+    time_columns(location.table, location.activity, "[location].activity")
+    time_columns(contact.table, contact.activity, "[contact].activity")
+    if contact.last_login:
+        time_columns(contact.table, (contact.last_login,), "[contact].last_login")
+
+    targets = {
+        "customer": (customer_key, "a customer key"),
+        "location": (location_key, "a location key"),
+        "contact": (contact_key, "a contact key"),
+    }
+    for blocker in mapping.blockers:
+        where = f"[[blockers]] {blocker.name}"
+        target, desc = targets[blocker.references]
+        reference_column(blocker.table, blocker.column, target, desc, where)
+
+    for key, value in (("inactivity", mapping.policy.inactivity), ("login_window", mapping.policy.login_window)):
+        try:
+            with conn.transaction():
+                positive = conn.execute(queries["interval_is_positive"], {"value": value}).fetchone()[0]
+        except psycopg.errors.DataError as exc:
+            problems.append(f"[policy].{key}: {value!r} is not a PostgreSQL interval ({exc.diag.message_primary})")
+            continue
+        if not positive:
+            problems.append(f"[policy].{key}: {value!r} must be longer than zero")
+
+    if problems:
+        raise ConfigError(f"mapping {mapping.source} does not match the database: " + "; ".join(problems))

@@ -1,0 +1,376 @@
+"""The `adhoc-gc` command line. Exit codes: 0 success, 1 database or runtime failure,
+2 bad usage or configuration. Every error is one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+import traceback
+from typing import Any, Sequence
+
+import psycopg
+
+from . import __version__
+from .db import connect, one_line
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AdhocGcError, ConfigError
+from .mapping import Mapping, load_mapping, resolve_dsn
+from .purge import PurgeOptions, PurgeProgress, run_purge
+from .render import render_queries
+
+DEBUG_ENV = "ADHOC_GC_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def _duration(text: str) -> float:
+    """'90', '90s', '15m', '2h' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m or 2h")
+    factor = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[match.group(2)]
+    return float(match.group(1)) * factor
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE",
+                        help="mapping file (default: $ADHOC_GC_CONFIG, else ./adhoc-gc.toml, else built-in defaults)")
+    common.add_argument("--dsn", metavar="DSN",
+                        help="libpq connection string (default: $ADHOC_GC_DSN, else [database].dsn, else PG* variables)")
+
+    parser = _Parser(prog="adhoc-gc", description="Deletes ad-hoc customer stacks from PostgreSQL, in batches.")
+    parser.add_argument("--version", action="version", version=f"adhoc-gc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("deploy", parents=[common], help="check the mapping, apply migrations, re-create views and functions")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+
+    p = sub.add_parser("render", parents=[common], help="print the SQL that deploy runs (no database needed)")
+    p.add_argument("--objects-only", action="store_true", help="only the views and functions, not schema and tables")
+
+    p = sub.add_parser("plan", parents=[common], help="what a purge would delete now, and what holds the rest (read only)")
+    p.add_argument("--sample", type=int, default=10, metavar="N", help="how many candidates to list (default 10)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("purge", parents=[common], help="delete eligible stacks in batches, recording the run")
+    p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N", help="stacks per batch (default 500)")
+    p.add_argument("--max-batches", type=_positive_int, metavar="N", help="stop after N batches")
+    p.add_argument("--max-runtime", type=_duration, metavar="DURATION", help="stop starting batches after this long (e.g. 10m)")
+    p.add_argument("--sleep", type=_non_negative_float, default=0.0, metavar="SECONDS", help="pause between batches")
+    p.add_argument("--no-archive", action="store_true", help="do not keep the deleted rows in the purged table")
+    p.add_argument("--json", action="store_true", help="print the run's result as JSON")
+
+    p = sub.add_parser("runs", parents=[common], help="purge run history, newest first")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("explain", parents=[common], help="why a customer is or is not deleted, rule by rule")
+    p.add_argument("customer_key", metavar="CUSTOMER_KEY")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="the whole job on a throwaway local PostgreSQL, then clean up")
+    p.add_argument("--customers", type=_positive_int, default=2000, metavar="N", help="customers to generate (default 2000)")
+    p.add_argument("--keep", action="store_true", help="leave the database running and print its DSN")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except AdhocGcError as exc:
+        print(f"adhoc-gc: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except psycopg.Error as exc:
+        print(f"adhoc-gc: database error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("adhoc-gc: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, traceback on request
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"adhoc-gc: internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _setup(args) -> tuple[Mapping, str, dict[str, str]]:
+    mapping = load_mapping(args.config)
+    return mapping, resolve_dsn(mapping, args.dsn), render_queries(mapping)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+# --- commands --------------------------------------------------------------------------
+
+def cmd_deploy(args) -> int:
+    from .deploy import deploy
+
+    mapping, dsn, _ = _setup(args)
+    result = deploy(dsn, mapping)
+    if args.json:
+        _print_json(result)
+    else:
+        applied = ", ".join(result["migrations"]) or "none pending"
+        print(f"deployed adhoc-gc {__version__} into schema {mapping.schema!r} "
+              f"(mapping {mapping.source}, fingerprint {mapping.fingerprint()})")
+        print(f"  migrations applied: {applied}")
+        print(f"  views and functions re-created: {len(result['objects'])}")
+    return EXIT_OK
+
+
+def cmd_render(args) -> int:
+    from .deploy import render_deploy_sql
+
+    mapping = load_mapping(args.config)
+    sys.stdout.write(render_deploy_sql(mapping, objects_only=args.objects_only))
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    mapping, dsn, queries = _setup(args)
+    with connect(dsn) as conn:
+        from .purge import check_deployed
+
+        check_deployed(conn, mapping, queries)
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            total, eligible, held = conn.execute(queries["plan_summary"]).fetchone()
+            reasons = conn.execute(queries["plan_blockers"]).fetchall()
+            sample = conn.execute(queries["plan_sample"], {"limit": max(args.sample, 0)}).fetchall()
+    plan = {
+        "adhoc_customers": total,
+        "eligible": eligible,
+        "held": held,
+        "held_by": {reason: count for reason, count in reasons},
+        "sample": [
+            {"customer_id": r[0], "last_activity_at": r[1], "location_ids": r[2], "contact_ids": r[3]}
+            for r in sample
+        ],
+    }
+    if args.json:
+        _print_json(plan)
+        return EXIT_OK
+    print(f"ad-hoc customers: {total}")
+    print(f"  eligible now:   {eligible}")
+    print(f"  held:           {held}")
+    for reason, count in reasons:
+        print(f"    {reason:<24} {count}")
+    if sample:
+        print(f"first {len(sample)} candidates:")
+        for item in plan["sample"]:
+            print(f"  customer {item['customer_id']}: last activity {_fmt(item['last_activity_at'])}, "
+                  f"locations {','.join(item['location_ids']) or '-'}, contacts {','.join(item['contact_ids']) or '-'}")
+    return EXIT_OK
+
+
+def cmd_purge(args) -> int:
+    mapping, dsn, queries = _setup(args)
+    options = PurgeOptions(
+        batch_size=args.batch_size,
+        max_batches=args.max_batches,
+        max_runtime=args.max_runtime,
+        sleep=args.sleep,
+        archive=not args.no_archive,
+    )
+    interactive = sys.stderr.isatty() and not args.json
+    with connect(dsn) as conn:
+        total = None
+        if interactive:
+            total = conn.execute(queries["count_candidates"]).fetchone()[0]
+            conn.commit()
+        reporter = _ProgressLine(total) if interactive else None
+        progress = run_purge(conn, mapping, queries, options, on_batch=reporter)
+        if reporter:
+            reporter.close()
+    result = {
+        "run_id": progress.run_id, "status": progress.status, "batches": progress.batches,
+        "customers_deleted": progress.customers, "locations_deleted": progress.locations,
+        "contacts_deleted": progress.contacts, "seconds": round(progress.elapsed, 3),
+    }
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"run {progress.run_id} {progress.status}: {progress.customers} customers, "
+              f"{progress.locations} locations, {progress.contacts} contacts deleted "
+              f"in {progress.batches} batches ({progress.elapsed:.1f}s)")
+    return EXIT_OK
+
+
+class _ProgressLine:
+    """One self-rewriting line on a terminal: batches, stacks deleted, rate, ETA."""
+
+    def __init__(self, total: int | None):
+        self.total = total
+
+    def __call__(self, p: PurgeProgress) -> None:
+        rate = p.customers / p.elapsed if p.elapsed > 0 else 0.0
+        line = f"batch {p.batches}: {p.customers} stacks deleted, {rate:.0f}/s"
+        if self.total:
+            line += f", {min(100.0, 100.0 * p.customers / self.total):.0f}% of {self.total}"
+            if rate > 0:
+                line += f", ETA {max(0.0, (self.total - p.customers) / rate):.0f}s"
+        sys.stderr.write("\r\x1b[2K" + line)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_runs(args) -> int:
+    mapping, dsn, queries = _setup(args)
+    with connect(dsn) as conn:
+        try:
+            rows = conn.execute(queries["list_runs"], {"limit": args.limit}).fetchall()
+        except psycopg.errors.UndefinedTable:
+            raise ConfigError(f"adhoc-gc is not deployed in schema {mapping.schema!r}: run `adhoc-gc deploy` first") from None
+    columns = ["id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
+               "customers_deleted", "locations_deleted", "contacts_deleted", "error"]
+    runs = [dict(zip(columns, row)) for row in rows]
+    if args.json:
+        _print_json(runs)
+        return EXIT_OK
+    if not runs:
+        print("no runs yet")
+        return EXIT_OK
+    print(f"{'id':>5}  {'started':<19}  {'status':<9}  {'trigger':<8}  {'batches':>7}  {'customers':>9}  "
+          f"{'locations':>9}  {'contacts':>8}  error")
+    for r in runs:
+        print(f"{r['id']:>5}  {_fmt(r['started_at']):<19}  {r['status']:<9}  {r['trigger']:<8}  {r['batches']:>7}  "
+              f"{r['customers_deleted']:>9}  {r['locations_deleted']:>9}  {r['contacts_deleted']:>8}  {r['error'] or ''}")
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    mapping, dsn, queries = _setup(args)
+    key = args.customer_key
+    with connect(dsn) as conn:
+        from .purge import check_deployed
+
+        check_deployed(conn, mapping, queries)
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION READ ONLY")
+                customer = conn.execute(queries["explain_customer"], {
+                    "customer_id": key, "adhoc_values": list(mapping.customer.adhoc_values or []),
+                }).fetchone()
+                verdict = conn.execute(queries["explain_eligibility"], {"customer_id": key}).fetchone()
+        except psycopg.errors.DataError:
+            raise ConfigError(f"{key!r} is not a valid key for {mapping.customer.table}") from None
+    if customer is None:
+        raise ConfigError(f"customer {key!r} not found in {mapping.customer.table}")
+    report = _explain_report(mapping, key, customer, verdict)
+    if args.json:
+        _print_json(report)
+        return EXIT_OK
+    print(f"customer {key}: {'ELIGIBLE now' if report['eligible'] else 'not eligible'}")
+    for rule in report["rules"]:
+        mark = "ok  " if rule["passes"] else "HOLD"
+        print(f"  [{mark}] {rule['rule']}: {rule['detail']}")
+    if report["eligible_at"] and not report["eligible"]:
+        print(f"  becomes eligible at {_fmt(report['eligible_at'])} if nothing changes")
+    elif not report["eligible"] and report["adhoc"]:
+        print("  will not become eligible while a blocker holds it")
+    return EXIT_OK
+
+
+def _explain_report(mapping: Mapping, key: str, customer, verdict) -> dict:
+    _, is_adhoc, adhoc_value = customer
+    policy = mapping.policy
+    rules = [{
+        "rule": "created ad hoc",
+        "passes": bool(is_adhoc),
+        "detail": f"{mapping.customer.adhoc} = {adhoc_value}",
+    }]
+    report: dict[str, Any] = {"customer_id": key, "adhoc": bool(is_adhoc), "eligible": False, "eligible_at": None,
+                              "rules": rules}
+    if verdict is None:  # not ad hoc: the view has no row for it
+        rules[0]["detail"] += " (customers created manually, by API or by import are never collected)"
+        return report
+    eligible, eligible_at, last_activity, last_login, blocked_by, location_ids, contact_ids, now = verdict
+    report.update(eligible=eligible, eligible_at=eligible_at, last_activity_at=last_activity,
+                  last_login_at=last_login, blocked_by=blocked_by, location_ids=location_ids,
+                  contact_ids=contact_ids)
+    rules.append({
+        "rule": f"inactive for {policy.inactivity}",
+        "passes": "activity" not in blocked_by,
+        "detail": f"last activity {_fmt(last_activity)}",
+    })
+    if policy.login_rule and mapping.contact.last_login:
+        rules.append({
+            "rule": f"no login within {policy.login_window}",
+            "passes": "login" not in blocked_by,
+            "detail": f"last login {_fmt(last_login) if last_login else 'never'}",
+        })
+    for blocker in mapping.blockers:
+        rules.append({
+            "rule": f"no {blocker.name} ({blocker.table}.{blocker.column} -> {blocker.references})",
+            "passes": blocker.name not in blocked_by,
+            "detail": "found" if blocker.name in blocked_by else "none",
+        })
+    return report
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if value is None else str(value)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(customers=args.customers, keep=args.keep)
+
+
+COMMANDS = {
+    "deploy": cmd_deploy,
+    "render": cmd_render,
+    "plan": cmd_plan,
+    "purge": cmd_purge,
+    "runs": cmd_runs,
+    "explain": cmd_explain,
+    "demo": cmd_demo,
+}

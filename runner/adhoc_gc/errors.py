@@ -1,0 +1,30 @@
+"""Errors a user can cause or meet, each mapped to one documented exit code."""
+
+# Exit codes (documented in README.md and docs/cli.md).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # database or runtime failure
+EXIT_USAGE = 2  # bad usage or configuration
+
+
+class AdhocGcError(Exception):
+    """An error reported to the user as one line, with an exit code."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(AdhocGcError):
+    """The mapping file, a CLI argument or the mapping-vs-catalog check is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class DatabaseUnavailable(AdhocGcError):
+    """The database could not be reached."""
+
+    exit_code = EXIT_FAILURE
+
+
+class RunFailed(AdhocGcError):
+    """A purge or deploy failed in the database."""
+
+    exit_code = EXIT_FAILURE

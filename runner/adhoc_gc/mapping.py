@@ -1,0 +1,376 @@
+"""The mapping file (`adhoc-gc.toml`): where the customer stack lives in the user's database.
+
+Loading checks everything that can be checked without a database: known keys, value
+types, identifier syntax, intervals. The catalog check (`catalog.py`) does the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_ENV = "ADHOC_GC_CONFIG"
+DSN_ENV = "ADHOC_GC_DSN"
+DEFAULT_CONFIG_FILE = "adhoc-gc.toml"
+
+# PostgreSQL truncates longer names silently; we refuse them instead.
+MAX_IDENTIFIER_BYTES = 63
+ENTITIES = ("customer", "location", "contact")
+# Names the eligibility view uses for the two time rules; blockers may not take them.
+RESERVED_BLOCKER_NAMES = ("activity", "login")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableName:
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Customer:
+    table: TableName
+    key: str
+    adhoc: str
+    adhoc_values: tuple[str, ...] | None
+    activity: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    table: TableName
+    key: str
+    customer: str
+    activity: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Contact:
+    table: TableName
+    key: str
+    location: str
+    last_login: str | None
+    activity: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocker:
+    table: TableName
+    column: str
+    references: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    inactivity: str
+    login_window: str
+    login_rule: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Mapping:
+    dsn: str | None
+    schema: str
+    customer: Customer
+    location: Location
+    contact: Contact
+    blockers: tuple[Blocker, ...]
+    policy: Policy
+    source: str  # the file it came from, or "built-in defaults"
+
+    def fingerprint(self) -> str:
+        """A hash of everything that shapes the deployed SQL (not the DSN)."""
+        shape = dataclasses.asdict(self)
+        shape.pop("dsn")
+        shape.pop("source")
+        canonical = json.dumps(shape, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# The built-in defaults match the reference application schema (sql/reference/).
+DEFAULTS: dict[str, Any] = {
+    "database": {"schema": "adhoc_gc"},
+    "customer": {
+        "table": "public.customers",
+        "key": "id",
+        "adhoc": "is_adhoc",
+        "activity": ["created_at", "updated_at"],
+    },
+    "location": {
+        "table": "public.locations",
+        "key": "id",
+        "customer": "customer_id",
+        "activity": ["created_at", "updated_at"],
+    },
+    "contact": {
+        "table": "public.contacts",
+        "key": "id",
+        "location": "location_id",
+        "last_login": "last_login_at",
+        "activity": ["created_at", "updated_at"],
+    },
+    "blockers": [
+        {"table": "public.cases", "column": "location_id", "references": "location", "name": "location_case"},
+        {"table": "public.cases", "column": "contact_id", "references": "contact", "name": "contact_case"},
+        {"table": "public.devices", "column": "location_id", "references": "location", "name": "location_device"},
+    ],
+    "policy": {"inactivity": "14 days", "login_window": "6 months", "login_rule": True},
+}
+
+# key -> (expected kind, required); kinds: str, strlist, bool
+_SECTION_KEYS: dict[str, dict[str, str]] = {
+    "database": {"dsn": "str", "schema": "str"},
+    "customer": {"table": "str", "key": "str", "adhoc": "str", "adhoc_values": "strlist", "activity": "strlist"},
+    "location": {"table": "str", "key": "str", "customer": "str", "activity": "strlist"},
+    "contact": {"table": "str", "key": "str", "location": "str", "last_login": "str", "activity": "strlist"},
+    "policy": {"inactivity": "str", "login_window": "str", "login_rule": "bool"},
+}
+_BLOCKER_KEYS = {"table": "str", "column": "str", "references": "str", "name": "str"}
+
+_INTERVAL_UNITS = (
+    "microsecond|microseconds|us|usec|usecs|millisecond|milliseconds|ms|msec|msecs|"
+    "second|seconds|s|sec|secs|minute|minutes|m|min|mins|hour|hours|h|hr|hrs|"
+    "day|days|d|week|weeks|w|month|months|mon|mons|year|years|y|yr|yrs"
+)
+_INTERVAL_PART = rf"\d+(\.\d+)?\s*({_INTERVAL_UNITS})"
+_INTERVAL_RE = re.compile(rf"^\s*{_INTERVAL_PART}(\s+{_INTERVAL_PART})*\s*$", re.IGNORECASE)
+
+
+def find_config_path(explicit: str | None) -> Path | None:
+    """--config, else $ADHOC_GC_CONFIG, else ./adhoc-gc.toml, else None (built-in defaults)."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {explicit}")
+        return path
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {from_env} (from ${CONFIG_ENV})")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_mapping(explicit_path: str | None = None) -> Mapping:
+    path = find_config_path(explicit_path)
+    if path is None:
+        return parse_mapping({}, source="built-in defaults")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    return parse_mapping_text(text, source=str(path))
+
+
+def parse_mapping_text(text: str, source: str) -> Mapping:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return parse_mapping(raw, source=source)
+
+
+def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
+    """Validate a parsed TOML document; keys it leaves out take the reference defaults."""
+
+    def fail(where: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {where}: {message}")
+
+    for section in raw:
+        if section not in _SECTION_KEYS and section != "blockers":
+            known = ", ".join(sorted([*_SECTION_KEYS, "blockers"]))
+            raise fail(f"[{section}]", f"unknown section (known: {known})")
+
+    sections: dict[str, dict[str, Any]] = {}
+    for section, keys in _SECTION_KEYS.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            raise fail(section, "must be a table ([" + section + "])")
+        merged = dict(DEFAULTS.get(section, {}))
+        for key, value in given.items():
+            if key not in keys:
+                raise fail(f"[{section}].{key}", f"unknown key (known: {', '.join(keys)})")
+            merged[key] = _check_kind(value, keys[key], lambda m, k=key: fail(f"[{section}].{k}", m))
+        sections[section] = merged
+
+    raw_blockers = raw.get("blockers", DEFAULTS["blockers"])
+    if not isinstance(raw_blockers, list):
+        raise fail("blockers", "must be an array of tables ([[blockers]])")
+
+    def ident(section: str, key: str) -> str:
+        value = sections[section].get(key)
+        if value is None:
+            raise fail(f"[{section}].{key}", "is required")
+        return _check_identifier(value, lambda m: fail(f"[{section}].{key}", m))
+
+    def idents(section: str, key: str) -> tuple[str, ...]:
+        values = sections[section].get(key, [])
+        checked = tuple(
+            _check_identifier(v, lambda m, i=i: fail(f"[{section}].{key}[{i}]", m)) for i, v in enumerate(values)
+        )
+        if len(set(checked)) != len(checked):
+            raise fail(f"[{section}].{key}", "lists a column twice")
+        return checked
+
+    def table(section: str) -> TableName:
+        return _parse_table(sections[section].get("table"), lambda m: fail(f"[{section}].table", m))
+
+    database = sections["database"]
+    dsn = database.get("dsn")
+    schema = ident("database", "schema")
+
+    adhoc_values = sections["customer"].get("adhoc_values")
+    if adhoc_values is not None:
+        if not adhoc_values:
+            raise fail("[customer].adhoc_values", "must list at least one value (or be left out for a boolean column)")
+        for i, value in enumerate(adhoc_values):
+            if value == "" or "\x00" in value:
+                raise fail(f"[customer].adhoc_values[{i}]", "must be a non-empty string without NUL")
+        adhoc_values = tuple(adhoc_values)
+    customer = Customer(
+        table=table("customer"),
+        key=ident("customer", "key"),
+        adhoc=ident("customer", "adhoc"),
+        adhoc_values=adhoc_values,
+        activity=idents("customer", "activity"),
+    )
+    if not customer.activity:
+        raise fail("[customer].activity", "must name at least one column: it tells how old a stack is")
+    location = Location(
+        table=table("location"),
+        key=ident("location", "key"),
+        customer=ident("location", "customer"),
+        activity=idents("location", "activity"),
+    )
+
+    policy_raw = sections["policy"]
+    policy = Policy(
+        inactivity=_check_interval(policy_raw["inactivity"], lambda m: fail("[policy].inactivity", m)),
+        login_window=_check_interval(policy_raw["login_window"], lambda m: fail("[policy].login_window", m)),
+        login_rule=policy_raw["login_rule"],
+    )
+    last_login = sections["contact"].get("last_login")
+    if last_login is not None:
+        last_login = ident("contact", "last_login")
+    elif policy.login_rule:
+        raise fail("[contact].last_login", "is required while [policy].login_rule is true")
+    contact = Contact(
+        table=table("contact"),
+        key=ident("contact", "key"),
+        location=ident("contact", "location"),
+        last_login=last_login,
+        activity=idents("contact", "activity"),
+    )
+
+    blockers = []
+    for i, entry in enumerate(raw_blockers):
+        where = f"[[blockers]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise fail(where, "must be a table with table, column and references")
+        checked: dict[str, Any] = {}
+        for key, value in entry.items():
+            if key not in _BLOCKER_KEYS:
+                raise fail(f"{where}.{key}", f"unknown key (known: {', '.join(_BLOCKER_KEYS)})")
+            checked[key] = _check_kind(value, _BLOCKER_KEYS[key], lambda m, k=key: fail(f"{where}.{k}", m))
+        for required in ("table", "column", "references"):
+            if required not in checked:
+                raise fail(f"{where}.{required}", "is required")
+        blocker_table = _parse_table(checked["table"], lambda m: fail(f"{where}.table", m))
+        column = _check_identifier(checked["column"], lambda m: fail(f"{where}.column", m))
+        if checked["references"] not in ENTITIES:
+            raise fail(f"{where}.references", f"must be one of {', '.join(ENTITIES)}, not {checked['references']!r}")
+        name = checked.get("name") or f"{blocker_table.name}.{column}"
+        if not name.strip() or any(ord(ch) < 32 for ch in name):
+            raise fail(f"{where}.name", "must be printable text")
+        if name in RESERVED_BLOCKER_NAMES:
+            raise fail(f"{where}.name", f"{name!r} is reserved for the time rules")
+        blockers.append(Blocker(table=blocker_table, column=column, references=checked["references"], name=name))
+    names = [b.name for b in blockers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise fail("[[blockers]]", f"two blockers share the name {duplicates[0]!r}; give one a distinct name")
+
+    return Mapping(
+        dsn=dsn,
+        schema=schema,
+        customer=customer,
+        location=location,
+        contact=contact,
+        blockers=tuple(blockers),
+        policy=policy,
+        source=source,
+    )
+
+
+def resolve_dsn(mapping: Mapping, explicit: str | None) -> str:
+    """--dsn, else $ADHOC_GC_DSN, else [database].dsn, else '' (libpq's PG* variables)."""
+    for candidate in (explicit, os.environ.get(DSN_ENV), mapping.dsn):
+        if candidate:
+            return candidate
+    return ""
+
+
+def _check_kind(value: Any, kind: str, fail) -> Any:
+    if kind == "str" and not isinstance(value, str):
+        raise fail(f"must be a string, not {_toml_type(value)}")
+    if kind == "bool" and not isinstance(value, bool):
+        raise fail(f"must be true or false, not {_toml_type(value)}")
+    if kind == "strlist":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail("must be an array of strings")
+    return value
+
+
+def _toml_type(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _check_identifier(value: str, fail) -> str:
+    if not isinstance(value, str):
+        raise fail(f"must be a string, not {_toml_type(value)}")
+    if value == "":
+        raise fail("must not be empty")
+    if "\x00" in value:
+        raise fail("must not contain a NUL character")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise fail("must not contain control characters")
+    # Quoting would make these safe, but no real schema needs them and they are the
+    # signature of an injection attempt: refuse them outright.
+    if '"' in value or ";" in value:
+        raise fail(f"{value!r} contains a double quote or semicolon; adhoc-gc refuses such identifiers")
+    if len(value.encode()) > MAX_IDENTIFIER_BYTES:
+        raise fail(f"{value!r} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte identifier limit")
+    return value
+
+
+def _parse_table(value: Any, fail) -> TableName:
+    if value is None:
+        raise fail("is required")
+    if not isinstance(value, str):
+        raise fail(f"must be a string like \"schema.table\", not {_toml_type(value)}")
+    schema, dot, name = value.partition(".")
+    if not dot:
+        schema, name = "public", value
+    return TableName(_check_identifier(schema, fail), _check_identifier(name, fail))
+
+
+def _check_interval(value: str, fail) -> str:
+    if not _INTERVAL_RE.match(value):
+        raise fail(f"{value!r} is not an interval like '14 days' or '6 months'")
+    if all(float(n) == 0 for n in re.findall(r"\d+(?:\.\d+)?", value)):
+        raise fail(f"{value!r} must be longer than zero")
+    return value.strip()

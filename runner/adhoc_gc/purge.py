@@ -1,0 +1,134 @@
+"""The purge loop: one purge_batch call per transaction, recorded in the runs table.
+
+All deciding and deleting happens in SQL (purge_batch); this loop only keeps the keyset
+position, the limits (batches, runtime) and the pause between batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import psycopg
+
+from .db import one_line
+from .errors import ConfigError, RunFailed
+from .mapping import Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeOptions:
+    batch_size: int = 500
+    max_batches: int | None = None
+    max_runtime: float | None = None  # seconds
+    sleep: float = 0.0  # seconds between batches
+    archive: bool = True
+    trigger: str = "runner"
+
+
+@dataclasses.dataclass
+class PurgeProgress:
+    run_id: int
+    batches: int = 0
+    examined: int = 0
+    customers: int = 0
+    locations: int = 0
+    contacts: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    status: str = "running"
+    error: str | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def check_deployed(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> None:
+    """Refuse to purge with objects rendered from another mapping (or not deployed at all)."""
+    try:
+        with conn.transaction():
+            row = conn.execute(queries["deployed_mapping"]).fetchone()
+    except psycopg.errors.UndefinedFunction:
+        row = None
+    except psycopg.errors.InvalidSchemaName:
+        row = None
+    if row is None:
+        raise ConfigError(f"adhoc-gc is not deployed in schema {mapping.schema!r}: run `adhoc-gc deploy` first")
+    if row[0] != mapping.fingerprint():
+        raise ConfigError(
+            f"the objects deployed in schema {mapping.schema!r} were rendered from another mapping "
+            f"(fingerprint {row[0]}, this mapping {mapping.fingerprint()}): run `adhoc-gc deploy` to apply it"
+        )
+
+
+def run_purge(
+    conn: psycopg.Connection,
+    mapping: Mapping,
+    queries: dict[str, str],
+    options: PurgeOptions,
+    on_batch: Callable[[PurgeProgress], None] | None = None,
+) -> PurgeProgress:
+    """Purge in batches until no candidate is left or a limit is reached."""
+    if options.batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    check_deployed(conn, mapping, queries)
+    with conn.transaction():
+        run_id = conn.execute(queries["start_run"], {
+            "trigger": options.trigger,
+            "batch_size": options.batch_size,
+            "max_batches": options.max_batches,
+            "max_runtime": None if options.max_runtime is None else f"{options.max_runtime} seconds",
+            "archive": options.archive,
+        }).fetchone()[0]
+    progress = PurgeProgress(run_id=run_id)
+    deadline = None if options.max_runtime is None else progress.started + options.max_runtime
+    after_key: str | None = None
+    try:
+        while True:
+            if options.max_batches is not None and progress.batches >= options.max_batches:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            with conn.transaction():  # one transaction per batch: its deletes and its counts
+                row = conn.execute(queries["purge_batch"], {
+                    "run_id": run_id,
+                    "after_key": after_key,
+                    "batch_size": options.batch_size,
+                    "archive": options.archive,
+                }).fetchone()
+            next_after_key, done, examined, customers, locations, contacts = row
+            if done:
+                break
+            after_key = next_after_key
+            progress.batches += 1
+            progress.examined += examined
+            progress.customers += customers
+            progress.locations += locations
+            progress.contacts += contacts
+            if on_batch:
+                on_batch(progress)
+            if options.sleep:
+                time.sleep(options.sleep)
+    except KeyboardInterrupt:
+        _finish(conn, queries, progress, "failed", "interrupted")
+        raise
+    except psycopg.Error as exc:
+        _finish(conn, queries, progress, "failed", one_line(exc))
+        raise RunFailed(f"purge run {run_id} failed after {progress.batches} batches: {one_line(exc)}") from None
+    _finish(conn, queries, progress, "succeeded", None)
+    return progress
+
+
+def _finish(conn: psycopg.Connection, queries: dict[str, str], progress: PurgeProgress, status: str,
+            error: str | None) -> None:
+    progress.status, progress.error = status, error
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        with conn.transaction():
+            conn.execute(queries["finish_run"], {"run_id": progress.run_id, "status": status, "error": error})
+    except psycopg.Error:
+        # The connection itself is gone: the run stays 'running' until the next run
+        # notices its backend is gone.
+        pass

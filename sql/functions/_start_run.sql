@@ -1,0 +1,21 @@
+-- _start_run: records a new purge run as running and returns its id. Committed by the
+-- caller before the first batch, so a crash leaves a trace.
+CREATE OR REPLACE FUNCTION {{ schema|ident }}."_start_run"(
+    p_trigger text,
+    p_batch_size integer,
+    p_max_batches integer,
+    p_max_runtime interval,
+    p_archive boolean
+)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    INSERT INTO {{ schema|ident }}."runs"
+        ("trigger", "batch_size", "max_batches", "max_runtime", "archive", "mapping_fingerprint")
+    VALUES (p_trigger, p_batch_size, p_max_batches, p_max_runtime, p_archive, {{ fingerprint|literal }})
+    RETURNING "id";
+$function$;
+
+COMMENT ON FUNCTION {{ schema|ident }}."_start_run"(text, integer, integer, interval, boolean) IS
+    'adhoc-gc internal: records a new purge run and returns its id.';

@@ -1,0 +1,101 @@
+{#
+  The runner's queries, each under a "-- name: NAME" header, looked up by name
+  (adhoc_gc.render.render_queries). Values are psycopg parameters: %(name)s.
+#}
+-- name: table_columns
+-- Columns of one table: name, type name, type category ('N' numeric, 'S' string, 'D' date/time,
+-- 'E' enum, 'U' user), and whether the column alone carries a unique index.
+SELECT
+    "a"."attname" AS "column",
+    format_type("a"."atttypid", "a"."atttypmod") AS "type",
+    "t"."typname" AS "type_name",
+    "t"."typcategory" AS "category",
+    EXISTS (
+        SELECT 1 FROM pg_catalog.pg_index AS "i"
+        WHERE "i"."indrelid" = "c"."oid" AND "i"."indisunique" AND "i"."indpred" IS NULL
+          AND "i"."indnkeyatts" = 1 AND "i"."indkey"[0] = "a"."attnum"
+    ) AS "unique"
+FROM pg_catalog.pg_class AS "c"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+JOIN pg_catalog.pg_attribute AS "a" ON "a"."attrelid" = "c"."oid" AND "a"."attnum" > 0 AND NOT "a"."attisdropped"
+JOIN pg_catalog.pg_type AS "t" ON "t"."oid" = "a"."atttypid"
+WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "c"."relkind" IN ('r', 'p')
+
+-- name: table_kind
+SELECT "c"."relkind"
+FROM pg_catalog.pg_class AS "c"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s
+
+-- name: enum_labels
+SELECT "e"."enumlabel"
+FROM pg_catalog.pg_enum AS "e"
+JOIN pg_catalog.pg_type AS "t" ON "t"."oid" = "e"."enumtypid"
+JOIN pg_catalog.pg_attribute AS "a" ON "a"."atttypid" = "t"."oid"
+JOIN pg_catalog.pg_class AS "c" ON "c"."oid" = "a"."attrelid"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "a"."attname" = %(column)s
+
+-- name: interval_is_positive
+SELECT %(value)s::interval > interval '0'
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {{ schema|ident }}
+
+-- name: deployed_mapping
+SELECT "fingerprint", "package_version" FROM {{ schema|ident }}."deployed_mapping"()
+
+-- name: start_run
+SELECT {{ schema|ident }}."_start_run"(%(trigger)s, %(batch_size)s, %(max_batches)s, %(max_runtime)s, %(archive)s)
+
+-- name: finish_run
+SELECT {{ schema|ident }}."_finish_run"(%(run_id)s, %(status)s, %(error)s)
+
+-- name: purge_batch
+SELECT "next_after_key", "done", "examined", "customers_deleted", "locations_deleted", "contacts_deleted"
+FROM {{ schema|ident }}."purge_batch"(%(run_id)s, %(after_key)s, %(batch_size)s, %(archive)s)
+
+-- name: count_candidates
+SELECT count(*) FROM {{ schema|ident }}."candidates"
+
+-- name: plan_summary
+-- How many ad-hoc customers there are, how many are eligible, and what holds the rest.
+SELECT
+    count(*) AS "adhoc_customers",
+    count(*) FILTER (WHERE "eligible") AS "eligible",
+    count(*) FILTER (WHERE NOT "eligible") AS "held"
+FROM {{ schema|ident }}."eligibility"
+
+-- name: plan_blockers
+SELECT "reason", count(*) AS "customers"
+FROM {{ schema|ident }}."eligibility", unnest("blocked_by") AS "reason"
+GROUP BY "reason"
+ORDER BY count(*) DESC, "reason"
+
+-- name: plan_sample
+SELECT "customer_id"::text, "last_activity_at", "location_ids"::text[], "contact_ids"::text[]
+FROM {{ schema|ident }}."candidates"
+ORDER BY "customer_id"
+LIMIT %(limit)s
+
+-- name: list_runs
+SELECT "id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
+       "customers_deleted", "locations_deleted", "contacts_deleted", "error"
+FROM {{ schema|ident }}."runs"
+ORDER BY "id" DESC
+LIMIT %(limit)s
+
+-- name: explain_customer
+-- The customer row as adhoc-gc sees it: whether it exists and is ad hoc.
+SELECT
+    "c".{{ customer.key|ident }}::text AS "customer_id",
+    {{ ('"c".' ~ (customer.adhoc|ident) ~ " IS TRUE") if customer.adhoc_values is none else ('"c".' ~ (customer.adhoc|ident) ~ "::text = ANY (%(adhoc_values)s)") }} AS "adhoc",
+    "c".{{ customer.adhoc|ident }}::text AS "adhoc_value"
+FROM {{ customer.table|table }} AS "c"
+WHERE "c".{{ customer.key|ident }} = %(customer_id)s
+
+-- name: explain_eligibility
+SELECT "eligible", "eligible_at", "last_activity_at", "last_login_at", "blocked_by",
+       "location_ids"::text[], "contact_ids"::text[], now() AS "now"
+FROM {{ schema|ident }}."eligibility"
+WHERE "customer_id" = %(customer_id)s
