@@ -1,0 +1,116 @@
+"""Test fixtures: one real PostgreSQL per session, a template database per schema setup,
+and a fresh database cloned from a template for every test (CREATE DATABASE ... TEMPLATE,
+through pytest-postgresql's DatabaseJanitor).
+
+The server is $ADHOC_GC_TEST_DSN when set (a superuser connection string), otherwise a
+throwaway cluster started from the machine's PostgreSQL binaries; as root it runs as the
+`postgres` system user (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable, Iterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from adhoc_gc.throwaway import ThrowawayPostgres
+
+from helpers import deploy_mapping, load_reference_schema
+
+TEST_DSN_ENV = "ADHOC_GC_TEST_DSN"
+
+
+class Server:
+    def __init__(self, dsn: str):
+        params = conninfo_to_dict(dsn)
+        self.base = dsn
+        self.host = params.get("host", "127.0.0.1")
+        self.port = int(params.get("port", 5432))
+        self.user = params.get("user", "postgres")
+        self.password = params.get("password")
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return make_conninfo(self.base, dbname=dbname)
+
+    def janitor(self, dbname: str, template: str | None = None, as_template: bool = False) -> DatabaseJanitor:
+        return DatabaseJanitor(user=self.user, host=self.host, port=self.port, password=self.password,
+                               dbname=dbname, template_dbname=template, as_template=as_template)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    external = os.environ.get(TEST_DSN_ENV)
+    if external:
+        yield Server(external)
+        return
+    cluster = ThrowawayPostgres().start()
+    try:
+        yield Server(cluster.dsn())
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def make_template(pg_server: Server) -> Iterator[Callable[[str, Callable[[str], None]], str]]:
+    """make_template(name, setup) -> template database name; setup(dsn) runs once per session."""
+    built: dict[str, DatabaseJanitor] = {}
+
+    def make(name: str, setup: Callable[[str], None]) -> str:
+        if name not in built:
+            janitor = pg_server.janitor(f"tmpl_{name}_{uuid.uuid4().hex[:6]}")
+            janitor.init()
+            setup(pg_server.dsn(janitor.dbname))
+            with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{janitor.dbname}" IS_TEMPLATE true')
+            built[name] = janitor
+        return built[name].dbname
+
+    yield make
+    for janitor in built.values():
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{janitor.dbname}" IS_TEMPLATE false')
+        janitor.drop()
+
+
+@pytest.fixture
+def fresh_db(pg_server: Server) -> Iterator[Callable[[str | None], str]]:
+    """fresh_db(template=None) -> DSN of a new database (a clone of template), dropped afterwards."""
+    janitors: list[DatabaseJanitor] = []
+
+    def clone(template: str | None = None) -> str:
+        janitor = pg_server.janitor(f"test_{uuid.uuid4().hex[:12]}", template=template)
+        janitor.init()
+        janitors.append(janitor)
+        return pg_server.dsn(janitor.dbname)
+
+    yield clone
+    for janitor in janitors:
+        janitor.drop()
+
+
+@pytest.fixture
+def app_db(fresh_db, make_template) -> str:
+    """The reference application schema, empty, without adhoc-gc."""
+    return fresh_db(make_template("reference_app", load_reference_schema))
+
+
+@pytest.fixture
+def ref_db(fresh_db, make_template) -> str:
+    """The reference application schema, empty, with adhoc-gc deployed (built-in defaults)."""
+
+    def setup(dsn: str) -> None:
+        load_reference_schema(dsn)
+        deploy_mapping(dsn)
+
+    return fresh_db(make_template("reference_deployed", setup))
+
+
+@pytest.fixture
+def ref_conn(ref_db) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(ref_db, autocommit=True) as conn:
+        yield conn
