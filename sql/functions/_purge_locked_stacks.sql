@@ -82,7 +82,7 @@ BEGIN
         SELECT "c".{{ customer.key|ident }} AS "customer_key"
         FROM {{ customer.table|table }} AS "c"
         WHERE "c".{{ customer.key|ident }} = ANY (v_complete)
-          AND {{ stack_is_eligible('"c"') | indent(10) }}
+          AND {{ stack_is_eligible('"c"') | trim | indent(10) }}
     ), "deleted_contacts" AS (
         DELETE FROM {{ contact.table|table }} AS "ct"
         USING {{ location.table|table }} AS "l", "batch" AS "b"

@@ -65,7 +65,7 @@ BEGIN
             FROM {{ customer.table|table }} AS "c"
             WHERE "c".{{ customer.key|ident }} >= v_from
               AND ("c".{{ customer.key|ident }} > v_from OR p_after_key IS NULL)
-              AND {{ stack_is_eligible('"c"') | indent(10) }}
+              AND {{ stack_is_eligible('"c"') | trim | indent(14) }}
             ORDER BY "c".{{ customer.key|ident }}
             LIMIT p_batch_size
             FOR UPDATE OF "c" SKIP LOCKED

@@ -39,31 +39,31 @@ EXISTS (SELECT 1 FROM {{ blocker.table|table }} AS "blocker" WHERE "blocker".{{ 
 #}
 {% macro stack_is_eligible(c) -%}
 {{ is_adhoc(c) }}
-        AND {{ latest(c, customer.activity) }} + {{ inactivity() }} <= now()
+AND {{ latest(c, customer.activity) }} + {{ inactivity() }} <= now()
 {% for blocker in blockers if blocker.references == "customer" %}
-        AND NOT {{ blocker_exists(blocker, c, customer.key) }}
+AND NOT {{ blocker_exists(blocker, c, customer.key) }}
 {% endfor %}
 {% set location_blockers = blockers|selectattr("references", "equalto", "location")|list %}
 {% if location.activity or location_blockers %}
-        AND NOT EXISTS (
-            SELECT 1 FROM {{ location.table|table }} AS "l"
-            WHERE "l".{{ location.customer|ident }} = {{ c }}.{{ customer.key|ident }}
-              AND (
-                  {{ location_holds('"l"', location_blockers) }}
-              )
-        )
+AND NOT EXISTS (
+    SELECT 1 FROM {{ location.table|table }} AS "l"
+    WHERE "l".{{ location.customer|ident }} = {{ c }}.{{ customer.key|ident }}
+      AND (
+          {{ location_holds('"l"', location_blockers) }}
+      )
+)
 {% endif %}
 {% set contact_blockers = blockers|selectattr("references", "equalto", "contact")|list %}
 {% if contact.activity or contact_blockers or (policy.login_rule and contact.last_login) %}
-        AND NOT EXISTS (
-            SELECT 1
-            FROM {{ location.table|table }} AS "l"
-            JOIN {{ contact.table|table }} AS "ct" ON "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
-            WHERE "l".{{ location.customer|ident }} = {{ c }}.{{ customer.key|ident }}
-              AND (
-                  {{ contact_holds('"ct"', contact_blockers) }}
-              )
-        )
+AND NOT EXISTS (
+    SELECT 1
+    FROM {{ location.table|table }} AS "l"
+    JOIN {{ contact.table|table }} AS "ct" ON "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
+    WHERE "l".{{ location.customer|ident }} = {{ c }}.{{ customer.key|ident }}
+      AND (
+          {{ contact_holds('"ct"', contact_blockers) }}
+      )
+)
 {% endif %}
 {%- endmacro %}
 
@@ -72,7 +72,7 @@ EXISTS (SELECT 1 FROM {{ blocker.table|table }} AS "blocker" WHERE "blocker".{{ 
 {%- set conditions = [] -%}
 {%- if location.activity -%}{%- do conditions.append(latest(l, location.activity) ~ " + " ~ inactivity() ~ " > now()") -%}{%- endif -%}
 {%- for blocker in location_blockers -%}{%- do conditions.append(blocker_exists(blocker, l, location.key)) -%}{%- endfor -%}
-{{ conditions|join("\n                  OR ") }}
+{{ conditions|join("\n          OR ") }}
 {%- endmacro %}
 
 {# Conditions under which one contact keeps its stack alive. #}
@@ -81,5 +81,5 @@ EXISTS (SELECT 1 FROM {{ blocker.table|table }} AS "blocker" WHERE "blocker".{{ 
 {%- if contact.activity -%}{%- do conditions.append(latest(ct, contact.activity) ~ " + " ~ inactivity() ~ " > now()") -%}{%- endif -%}
 {%- if policy.login_rule and contact.last_login -%}{%- do conditions.append(ct ~ "." ~ (contact.last_login|ident) ~ "::timestamptz + " ~ login_window() ~ " > now()") -%}{%- endif -%}
 {%- for blocker in contact_blockers -%}{%- do conditions.append(blocker_exists(blocker, ct, contact.key)) -%}{%- endfor -%}
-{{ conditions|join("\n                  OR ") }}
+{{ conditions|join("\n          OR ") }}
 {%- endmacro %}

@@ -28,7 +28,7 @@ SELECT
         ORDER BY 1
     ) AS "contact_ids"
 FROM {{ customer.table|table }} AS "c"
-WHERE {{ stack_is_eligible('"c"') }};
+WHERE {{ stack_is_eligible('"c"') | trim | indent(4) }};
 
 COMMENT ON VIEW {{ schema|ident }}."candidates" IS
     'adhoc-gc: ad-hoc customers whose whole stack (customer, locations, contacts) is eligible for deletion now. One row per customer.';
