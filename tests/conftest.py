@@ -3,8 +3,9 @@ and a fresh database cloned from a template for every test (CREATE DATABASE ... 
 through pytest-postgresql's DatabaseJanitor).
 
 The server is $ADHOC_GC_TEST_DSN when set (a superuser connection string), otherwise a
-throwaway cluster started from the machine's PostgreSQL binaries; as root it runs as the
-`postgres` system user (PostgreSQL refuses to run as root).
+throwaway cluster started from the machine's PostgreSQL binaries (as root it runs as the
+`postgres` system user: PostgreSQL refuses to run as root), or from pgserver's when the
+machine has none.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from adhoc_gc.throwaway import ThrowawayPostgres
+from adhoc_gc.throwaway import start_throwaway
 
 from helpers import deploy_mapping, load_reference_schema
 
@@ -48,7 +49,7 @@ def pg_server() -> Iterator[Server]:
     if external:
         yield Server(external)
         return
-    cluster = ThrowawayPostgres().start()
+    cluster = start_throwaway()
     try:
         yield Server(cluster.dsn())
     finally:
