@@ -1,6 +1,7 @@
 {#
   The runner's queries, each under a "-- name: NAME" header, looked up by name
-  (adhoc_gc.render.render_queries). Values are psycopg parameters: %(name)s.
+  (adhoc_gc.render.render_queries). Values are psycopg parameters: %(name)s; a literal
+  percent sign is written %%.
 #}
 -- name: table_columns
 -- Columns of one table: name, type name, type category ('N' numeric, 'S' string, 'D' date/time,
@@ -47,6 +48,21 @@ SELECT "fingerprint", "package_version" FROM {{ schema|ident }}."deployed_mappin
 
 -- name: start_run
 SELECT {{ schema|ident }}."_start_run"(%(trigger)s, %(batch_size)s, %(max_batches)s, %(max_runtime)s, %(archive)s)
+
+-- name: in_recovery
+SELECT pg_is_in_recovery()
+
+-- name: try_purge_lock
+SELECT {{ schema|ident }}."_try_purge_lock"()
+
+-- name: release_purge_lock
+SELECT {{ schema|ident }}."_release_purge_lock"()
+
+-- name: record_skipped_run
+SELECT {{ schema|ident }}."_record_skipped_run"(%(trigger)s, %(batch_size)s, %(reason)s)
+
+-- name: apply_retention
+SELECT "runs_deleted", "purged_deleted" FROM {{ schema|ident }}."_apply_retention"()
 
 -- name: finish_run
 SELECT {{ schema|ident }}."_finish_run"(%(run_id)s, %(status)s, %(error)s)
@@ -99,3 +115,40 @@ SELECT "eligible", "eligible_at", "last_activity_at", "last_login_at", "blocked_
        "location_ids"::text[], "contact_ids"::text[], now() AS "now"
 FROM {{ schema|ident }}."eligibility"
 WHERE "customer_id" = %(customer_id)s
+
+-- name: cron_settings
+-- Where pg_cron stands on this server: loaded at start? which database holds its tables?
+SELECT
+    'pg_cron' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AS "preloaded",
+    current_setting('cron.database_name', true) AS "cron_database",
+    current_database() AS "current_database",
+    current_user AS "current_user"
+
+-- name: cron_installed
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE "extname" = 'pg_cron')
+
+-- name: cron_purge_command
+-- The job's command: the CALL alone, as pg_cron needs for the procedure to COMMIT.
+SELECT format('CALL %%I."purge"(batch_size => %%s, max_runtime => %%L::interval, "trigger" => %%L)',
+              %(schema)s::text, %(batch_size)s::integer, %(max_runtime)s::interval, 'pg_cron')
+
+-- name: cron_prune_command
+SELECT format('DELETE FROM cron.job_run_details WHERE end_time < now() - %%L::interval', %(keep)s::interval)
+
+-- name: cron_schedule
+SELECT cron.schedule_in_database(%(job_name)s, %(schedule)s, %(command)s, %(database)s)
+
+-- name: cron_unschedule
+SELECT cron.unschedule("jobid") FROM cron.job WHERE "jobname" = %(job_name)s
+
+-- name: cron_job
+SELECT "jobid", "jobname", "schedule", "command", "database", "username", "active"
+FROM cron.job
+WHERE "jobname" = %(job_name)s
+
+-- name: cron_job_runs
+SELECT "runid", "status", "return_message", "start_time", "end_time"
+FROM cron.job_run_details
+WHERE "jobid" = %(jobid)s
+ORDER BY "start_time" DESC NULLS LAST
+LIMIT %(limit)s

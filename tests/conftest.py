@@ -19,7 +19,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from adhoc_gc.throwaway import start_throwaway
+from adhoc_gc.throwaway import ServerUnavailable, ThrowawayPostgres, find_bindir, start_throwaway
 
 from helpers import deploy_mapping, load_reference_schema
 
@@ -54,6 +54,52 @@ def pg_server() -> Iterator[Server]:
         yield Server(cluster.dsn())
     finally:
         cluster.stop()
+
+
+CRON_SETTINGS = {
+    "shared_preload_libraries": "pg_cron",
+    "cron.database_name": "postgres",
+    "cron.host": "127.0.0.1",  # jobs connect over TCP; the server listens on 127.0.0.1 only
+}
+
+
+@pytest.fixture(scope="session")
+def cron_server() -> Iterator[Server]:
+    """A second server with pg_cron loaded (its tables in the `postgres` database), so jobs
+    run in other databases through cron.schedule_in_database, as in most installations."""
+    try:
+        bindir = find_bindir()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    if not (bindir.parent / "lib" / "pg_cron.so").exists():  # Debian's layout: <version>/bin, <version>/lib
+        message = (f"pg_cron is not installed for the PostgreSQL in {bindir} "
+                   "(Debian: apt-get install postgresql-15-cron)")
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: never skip there
+        pytest.skip(message)
+    cluster = ThrowawayPostgres(settings=CRON_SETTINGS, bindir=bindir).start()
+    try:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_cron")
+        yield Server(cluster.dsn())
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cron_db(cron_server: Server) -> Iterator[str]:
+    """A database on the pg_cron server with the reference schema and adhoc-gc deployed."""
+    janitor = cron_server.janitor(f"cron_{uuid.uuid4().hex[:12]}")
+    janitor.init()
+    dsn = cron_server.dsn(janitor.dbname)
+    load_reference_schema(dsn)
+    deploy_mapping(dsn)
+    try:
+        yield dsn
+    finally:
+        with psycopg.connect(cron_server.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (janitor.dbname,))
+        janitor.drop()
 
 
 @pytest.fixture(scope="session")

@@ -129,15 +129,21 @@ def check_mapping(conn: psycopg.Connection, mapping: Mapping, queries: dict[str,
         target, desc = targets[blocker.references]
         reference_column(blocker.table, blocker.column, target, desc, where)
 
-    for key, value in (("inactivity", mapping.policy.inactivity), ("login_window", mapping.policy.login_window)):
+    intervals = (
+        ("[policy].inactivity", mapping.policy.inactivity),
+        ("[policy].login_window", mapping.policy.login_window),
+        ("[retention].runs", mapping.retention.runs),
+        ("[retention].purged", mapping.retention.purged),
+    )
+    for key, value in intervals:
         try:
             with conn.transaction():
                 positive = conn.execute(queries["interval_is_positive"], {"value": value}).fetchone()[0]
         except psycopg.errors.DataError as exc:
-            problems.append(f"[policy].{key}: {value!r} is not a PostgreSQL interval ({exc.diag.message_primary})")
+            problems.append(f"{key}: {value!r} is not a PostgreSQL interval ({exc.diag.message_primary})")
             continue
         if not positive:
-            problems.append(f"[policy].{key}: {value!r} must be longer than zero")
+            problems.append(f"{key}: {value!r} must be longer than zero")
 
     if problems:
         raise ConfigError(f"mapping {mapping.source} does not match the database: " + "; ".join(problems))

@@ -1,5 +1,6 @@
 """The `adhoc-gc` command line. Exit codes: 0 success, 1 database or runtime failure,
-2 bad usage or configuration. Every error is one line on stderr."""
+2 bad usage or configuration, 3 purge skipped (another purge holds the lock, or a standby).
+Every error is one line on stderr."""
 
 from __future__ import annotations
 
@@ -96,6 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", parents=[common], help="why a customer is or is not deleted, rule by rule")
     p.add_argument("customer_key", metavar="CUSTOMER_KEY")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("schedule", parents=[common], help="create or update the pg_cron job that runs the purge")
+    p.add_argument("--cron", required=True, metavar="SCHEDULE", help="cron schedule in UTC, e.g. '30 3 * * *'")
+    p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N", help="stacks per batch (default 500)")
+    p.add_argument("--max-runtime", type=_duration, default=600.0, metavar="DURATION",
+                   help="stop starting batches after this long (default 10m)")
+    p.add_argument("--job-name", metavar="NAME", help="pg_cron job name (default adhoc-gc:DATABASE:SCHEMA)")
+    p.add_argument("--prune-cron-history", metavar="INTERVAL",
+                   help="also schedule a daily job deleting cron.job_run_details older than this, e.g. '14 days'")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("unschedule", parents=[common], help="remove the pg_cron job (and its history-pruning job)")
+    p.add_argument("--job-name", metavar="NAME")
+
+    p = sub.add_parser("status", parents=[common], help="the pg_cron job, its next run, and the last runs")
+    p.add_argument("--job-name", metavar="NAME")
+    p.add_argument("--limit", type=_positive_int, default=5, metavar="N")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help="the whole job on a throwaway local PostgreSQL, then clean up")
@@ -359,6 +378,62 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def cmd_schedule(args) -> int:
+    from .schedule import schedule
+
+    mapping, dsn, queries = _setup(args)
+    result = schedule(dsn, mapping, queries, cron=args.cron, batch_size=args.batch_size,
+                      max_runtime_seconds=args.max_runtime, job_name=args.job_name,
+                      prune_history=args.prune_cron_history)
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(f"pg_cron job {result['job_name']!r} (id {result['jobid']}) runs {result['schedule']!r} (UTC) "
+          f"in database {result['database']!r}:")
+    print(f"  {result['command']}")
+    if result["prune_job_id"]:
+        print(f"  and job {result['job_name'] + ':prune-history'!r} prunes cron.job_run_details daily")
+    return EXIT_OK
+
+
+def cmd_unschedule(args) -> int:
+    from .schedule import unschedule
+
+    mapping, dsn, queries = _setup(args)
+    removed = unschedule(dsn, mapping, queries, args.job_name)
+    print("removed pg_cron job(s): " + ", ".join(removed) if removed else "no such pg_cron job: nothing to remove")
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from .schedule import status
+
+    mapping, dsn, queries = _setup(args)
+    result = status(dsn, mapping, queries, args.job_name, limit=args.limit)
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    if result["scheduled"]:
+        state = "active" if result["active"] else "INACTIVE"
+        print(f"pg_cron job {result['job_name']!r} (id {result['jobid']}, {state}) in database {result['database']!r}")
+        print(f"  schedule: {result['schedule']} (UTC); next run: {_fmt(result['next_run_utc'])} UTC")
+        print(f"  command:  {result['command']}")
+        print("  last pg_cron runs:")
+        for r in result["cron_runs"] or []:
+            print(f"    {_fmt(r['start_time'])}  {r['status']:<10} {r['return_message'] or ''}")
+        if not result["cron_runs"]:
+            print("    none yet")
+    else:
+        print(f"no pg_cron job {result['job_name']!r} (cron database {result['cron_database']!r})")
+    print("last purge runs:")
+    for r in result["runs"]:
+        print(f"  {r['id']:>5}  {_fmt(r['started_at'])}  {r['status']:<9}  {r['trigger']:<8}  "
+              f"{r['customers_deleted']} customers  {r['error'] or ''}")
+    if not result["runs"]:
+        print("  none yet")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -372,5 +447,8 @@ COMMANDS = {
     "purge": cmd_purge,
     "runs": cmd_runs,
     "explain": cmd_explain,
+    "schedule": cmd_schedule,
+    "unschedule": cmd_unschedule,
+    "status": cmd_status,
     "demo": cmd_demo,
 }

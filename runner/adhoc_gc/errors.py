@@ -4,6 +4,7 @@
 EXIT_OK = 0
 EXIT_FAILURE = 1  # database or runtime failure
 EXIT_USAGE = 2  # bad usage or configuration
+EXIT_SKIPPED = 3  # the purge did not run: another one holds the lock, or this is a standby
 
 
 class AdhocGcError(Exception):
@@ -28,3 +29,9 @@ class RunFailed(AdhocGcError):
     """A purge or deploy failed in the database."""
 
     exit_code = EXIT_FAILURE
+
+
+class PurgeSkipped(AdhocGcError):
+    """The purge did not run: another purge is running, or the server is a standby."""
+
+    exit_code = EXIT_SKIPPED

@@ -79,6 +79,12 @@ class Policy:
 
 
 @dataclasses.dataclass(frozen=True)
+class Retention:
+    runs: str  # how long rows of the runs table are kept
+    purged: str  # how long archived stacks are kept
+
+
+@dataclasses.dataclass(frozen=True)
 class Mapping:
     dsn: str | None
     schema: str
@@ -87,6 +93,7 @@ class Mapping:
     contact: Contact
     blockers: tuple[Blocker, ...]
     policy: Policy
+    retention: Retention
     source: str  # the file it came from, or "built-in defaults"
 
     def fingerprint(self) -> str:
@@ -126,6 +133,7 @@ DEFAULTS: dict[str, Any] = {
         {"table": "public.devices", "column": "location_id", "references": "location", "name": "location_device"},
     ],
     "policy": {"inactivity": "14 days", "login_window": "6 months", "login_rule": True},
+    "retention": {"runs": "1 year", "purged": "90 days"},
 }
 
 # key -> (expected kind, required); kinds: str, strlist, bool
@@ -135,6 +143,7 @@ _SECTION_KEYS: dict[str, dict[str, str]] = {
     "location": {"table": "str", "key": "str", "customer": "str", "activity": "strlist"},
     "contact": {"table": "str", "key": "str", "location": "str", "last_login": "str", "activity": "strlist"},
     "policy": {"inactivity": "str", "login_window": "str", "login_rule": "bool"},
+    "retention": {"runs": "str", "purged": "str"},
 }
 _BLOCKER_KEYS = {"table": "str", "column": "str", "references": "str", "name": "str"}
 
@@ -262,11 +271,20 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
         login_window=_check_interval(policy_raw["login_window"], lambda m: fail("[policy].login_window", m)),
         login_rule=policy_raw["login_rule"],
     )
+    retention = Retention(
+        runs=_check_interval(sections["retention"]["runs"], lambda m: fail("[retention].runs", m)),
+        purged=_check_interval(sections["retention"]["purged"], lambda m: fail("[retention].purged", m)),
+    )
     last_login = sections["contact"].get("last_login")
+    if last_login == "" or ("last_login" not in raw.get("contact", {}) and not policy.login_rule):
+        # No last-login column: `last_login = ""` (TOML has no null), or the key left out
+        # while the login rule is off (the default column is only assumed for the rule).
+        last_login = None
     if last_login is not None:
         last_login = ident("contact", "last_login")
     elif policy.login_rule:
-        raise fail("[contact].last_login", "is required while [policy].login_rule is true")
+        raise fail("[contact].last_login", "is required while [policy].login_rule is true "
+                   "(set login_rule = false for a contacts table without a last-login column)")
     contact = Contact(
         table=table("contact"),
         key=ident("contact", "key"),
@@ -311,6 +329,7 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
         contact=contact,
         blockers=tuple(blockers),
         policy=policy,
+        retention=retention,
         source=source,
     )
 

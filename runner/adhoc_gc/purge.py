@@ -13,7 +13,7 @@ from typing import Callable
 import psycopg
 
 from .db import one_line
-from .errors import ConfigError, RunFailed
+from .errors import ConfigError, PurgeSkipped, RunFailed
 from .mapping import Mapping
 
 
@@ -74,6 +74,31 @@ def run_purge(
         raise ConfigError("--batch-size must be at least 1")
     check_deployed(conn, mapping, queries)
     with conn.transaction():
+        if conn.execute(queries["in_recovery"]).fetchone()[0]:
+            raise PurgeSkipped("this server is a standby (in recovery): purge skipped; run it on the primary")
+        # Session-level: held across the per-batch transactions until released below or
+        # until this connection ends.
+        locked = conn.execute(queries["try_purge_lock"]).fetchone()[0]
+        if not locked:
+            skipped_id = conn.execute(queries["record_skipped_run"], {
+                "trigger": options.trigger, "batch_size": options.batch_size,
+                "reason": "another purge is running",
+            }).fetchone()[0]
+    if not locked:
+        raise PurgeSkipped(f"another purge is running: this one is skipped (recorded as run {skipped_id})")
+    try:
+        return _run_locked(conn, queries, options, on_batch)
+    finally:
+        _release_lock(conn, queries)
+
+
+def _run_locked(
+    conn: psycopg.Connection,
+    queries: dict[str, str],
+    options: PurgeOptions,
+    on_batch: Callable[[PurgeProgress], None] | None,
+) -> PurgeProgress:
+    with conn.transaction():
         run_id = conn.execute(queries["start_run"], {
             "trigger": options.trigger,
             "batch_size": options.batch_size,
@@ -117,7 +142,19 @@ def run_purge(
         _finish(conn, queries, progress, "failed", one_line(exc))
         raise RunFailed(f"purge run {run_id} failed after {progress.batches} batches: {one_line(exc)}") from None
     _finish(conn, queries, progress, "succeeded", None)
+    with conn.transaction():
+        conn.execute(queries["apply_retention"])
     return progress
+
+
+def _release_lock(conn: psycopg.Connection, queries: dict[str, str]) -> None:
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        with conn.transaction():
+            conn.execute(queries["release_purge_lock"])
+    except psycopg.Error:
+        pass  # the session is gone, and its lock with it
 
 
 def _finish(conn: psycopg.Connection, queries: dict[str, str], progress: PurgeProgress, status: str,

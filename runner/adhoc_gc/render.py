@@ -15,9 +15,9 @@ from . import __version__
 from .mapping import Mapping, TableName
 from .resources import sql_dir
 
-# Deployed in this order: functions first (plpgsql bodies are checked at call time, views
-# are checked at creation), then views. Each file holds one object.
-OBJECT_KINDS = ("functions", "views")
+# Deployed in this order: functions and procedures first (plpgsql bodies are checked at
+# call time, views at creation), then views. Each file holds one object.
+OBJECT_KINDS = ("functions", "procedures", "views")
 QUERIES_FILE = "queries.sql"
 _QUERY_HEADER = re.compile(r"^-- name: (?P<name>[a-z_]+)\s*$", re.MULTILINE)
 
@@ -64,6 +64,7 @@ def _context(mapping: Mapping) -> dict:
         "contact": mapping.contact,
         "blockers": mapping.blockers,
         "policy": mapping.policy,
+        "retention": mapping.retention,
         "fingerprint": mapping.fingerprint(),
         "version": __version__,
     }

@@ -49,7 +49,9 @@ BEGIN
     -- Keyset start: the first key, inclusive, or the key after p_after_key. Written as one
     -- range condition so every batch is an index range scan from where the last one stopped.
     IF p_after_key IS NULL THEN
-        SELECT min("c".{{ customer.key|ident }}) INTO v_from FROM {{ customer.table|table }} AS "c";
+        -- ORDER BY ... LIMIT 1, not min(): PostgreSQL has no min() for uuid keys.
+        SELECT "c".{{ customer.key|ident }} INTO v_from FROM {{ customer.table|table }} AS "c"
+        ORDER BY "c".{{ customer.key|ident }} LIMIT 1;
     ELSE
         v_from := p_after_key;
     END IF;

@@ -1,0 +1,25 @@
+-- _apply_retention: keeps the package's own history bounded ([retention] in the mapping).
+-- Every purge calls it when it ends.
+CREATE OR REPLACE FUNCTION {{ schema|ident }}."_apply_retention"()
+RETURNS TABLE ("runs_deleted" bigint, "purged_deleted" bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_purged bigint;
+    v_runs bigint;
+BEGIN
+    DELETE FROM {{ schema|ident }}."purged"
+    WHERE "purged_at" < now() - {{ retention.purged|literal }}::interval;
+    GET DIAGNOSTICS v_purged = ROW_COUNT;
+    -- Archived rows of a deleted run go with it (ON DELETE CASCADE).
+    DELETE FROM {{ schema|ident }}."runs"
+    WHERE "started_at" < now() - {{ retention.runs|literal }}::interval
+      AND "status" <> 'running';
+    GET DIAGNOSTICS v_runs = ROW_COUNT;
+    RETURN QUERY SELECT v_runs, v_purged;
+END;
+$function$;
+
+COMMENT ON FUNCTION {{ schema|ident }}."_apply_retention"() IS
+    'adhoc-gc internal: deletes run records and archived rows older than the [retention] settings.';

@@ -1,0 +1,86 @@
+-- purge: the whole purge inside the database, for pg_cron or a person with psql:
+--   CALL adhoc_gc.purge(batch_size => 500, max_runtime => interval '10 minutes');
+-- The same batches, lock and run records as the Python runner: it loops over purge_batch
+-- and COMMITs after every batch, so a long purge never holds one huge transaction.
+-- Must be called on its own (not inside BEGIN ... COMMIT), and as pg_cron's whole command.
+-- It takes no SET clause (search_path): a procedure with one cannot COMMIT; every name in
+-- it is schema-qualified instead.
+CREATE OR REPLACE PROCEDURE {{ schema|ident }}."purge"(
+    batch_size integer DEFAULT 500,
+    max_batches integer DEFAULT NULL,
+    max_runtime interval DEFAULT interval '10 minutes',
+    pause interval DEFAULT interval '0',
+    archive boolean DEFAULT true,
+    "trigger" text DEFAULT NULL
+)
+LANGUAGE plpgsql
+AS $procedure$
+DECLARE
+    v_trigger text := coalesce(
+        "purge"."trigger",
+        CASE WHEN pg_catalog.current_setting('application_name') = 'pg_cron' THEN 'pg_cron' ELSE 'sql' END
+    );
+    v_run_id bigint;
+    v_after_key text;
+    v_batch record;
+    v_batches integer := 0;
+    v_deadline timestamptz;
+    v_error text;
+    v_sqlstate text;
+BEGIN
+    IF pg_catalog.pg_is_in_recovery() THEN
+        -- A standby cannot write; its primary runs the purge.
+        RAISE NOTICE 'adhoc-gc: this server is a standby; purge skipped';
+        RETURN;
+    END IF;
+    IF "purge"."batch_size" IS NULL OR "purge"."batch_size" < 1 THEN
+        RAISE EXCEPTION 'adhoc-gc: batch_size must be a positive integer, not %', "purge"."batch_size"
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT {{ schema|ident }}."_try_purge_lock"() THEN
+        PERFORM {{ schema|ident }}."_record_skipped_run"(v_trigger, "purge"."batch_size",
+                                                       'another purge is running');
+        RAISE NOTICE 'adhoc-gc: another purge is running; this one is skipped';
+        RETURN;
+    END IF;
+
+    v_run_id := {{ schema|ident }}."_start_run"(v_trigger, "purge"."batch_size", "purge"."max_batches",
+                                               "purge"."max_runtime", "purge"."archive");
+    COMMIT;
+    v_deadline := pg_catalog.clock_timestamp() + "purge"."max_runtime";
+
+    LOOP
+        EXIT WHEN "purge"."max_batches" IS NOT NULL AND v_batches >= "purge"."max_batches";
+        EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() >= v_deadline;
+        BEGIN
+            SELECT * INTO v_batch
+            FROM {{ schema|ident }}."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+        EXCEPTION WHEN OTHERS THEN
+            -- Only this batch is undone (the block is a subtransaction); record why, let go
+            -- of the lock, then raise the same error so pg_cron shows the run as failed.
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
+        END;
+        IF v_error IS NOT NULL THEN
+            PERFORM {{ schema|ident }}."_finish_run"(v_run_id, 'failed', v_error);
+            PERFORM {{ schema|ident }}."_release_purge_lock"();
+            COMMIT;
+            RAISE EXCEPTION 'adhoc-gc: purge run % failed: %', v_run_id, v_error USING ERRCODE = v_sqlstate;
+        END IF;
+        COMMIT;
+        EXIT WHEN v_batch."done";
+        v_batches := v_batches + 1;
+        v_after_key := v_batch."next_after_key";
+        IF "purge"."pause" > interval '0' THEN
+            PERFORM pg_catalog.pg_sleep_for("purge"."pause");
+        END IF;
+    END LOOP;
+
+    PERFORM {{ schema|ident }}."_finish_run"(v_run_id, 'succeeded', NULL);
+    PERFORM {{ schema|ident }}."_apply_retention"();
+    PERFORM {{ schema|ident }}."_release_purge_lock"();
+    COMMIT;
+END;
+$procedure$;
+
+COMMENT ON PROCEDURE {{ schema|ident }}."purge"(integer, integer, interval, interval, boolean, text) IS
+    'adhoc-gc: purges in batches of batch_size, committing after each, until no candidate is left, max_batches or max_runtime; one purge at a time. CALL it on its own (pg_cron: as the whole job command).';
