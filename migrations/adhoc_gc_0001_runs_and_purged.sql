@@ -1,7 +1,8 @@
 -- adhoc-gc: the package's own tables. Applied by yoyo with search_path set to the
--- package schema ([database].schema), so names here are unqualified.
+-- package schema ([database].schema), so names here are unqualified. IF NOT EXISTS lets a
+-- database set up from `adhoc-gc render` output be taken over by `adhoc-gc deploy` later.
 
-CREATE TABLE "runs" (
+CREATE TABLE IF NOT EXISTS "runs" (
     "id" bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     "started_at" timestamptz NOT NULL DEFAULT clock_timestamp(),
     "finished_at" timestamptz,
@@ -22,11 +23,11 @@ CREATE TABLE "runs" (
     "error" text
 );
 
-CREATE INDEX "runs_status_idx" ON "runs" ("status") WHERE "status" = 'running';
+CREATE INDEX IF NOT EXISTS "runs_status_idx" ON "runs" ("status") WHERE "status" = 'running';
 
 COMMENT ON TABLE "runs" IS 'adhoc-gc: one row per purge run.';
 
-CREATE TABLE "purged" (
+CREATE TABLE IF NOT EXISTS "purged" (
     "run_id" bigint NOT NULL REFERENCES "runs" ("id") ON DELETE CASCADE,
     "customer_id" text NOT NULL,
     "purged_at" timestamptz NOT NULL DEFAULT now(),
@@ -35,8 +36,8 @@ CREATE TABLE "purged" (
     "contacts" json NOT NULL
 );
 
-CREATE INDEX "purged_run_id_idx" ON "purged" ("run_id");
-CREATE INDEX "purged_customer_id_idx" ON "purged" ("customer_id");
-CREATE INDEX "purged_purged_at_idx" ON "purged" ("purged_at");
+CREATE INDEX IF NOT EXISTS "purged_run_id_idx" ON "purged" ("run_id");
+CREATE INDEX IF NOT EXISTS "purged_customer_id_idx" ON "purged" ("customer_id");
+CREATE INDEX IF NOT EXISTS "purged_purged_at_idx" ON "purged" ("purged_at");
 
 COMMENT ON TABLE "purged" IS 'adhoc-gc: one row per deleted stack, with the deleted rows as JSON (archive for restore).';

@@ -131,16 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"adhoc-gc: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except psycopg.Error as exc:
-        print(f"adhoc-gc: database error: {one_line(exc)}", file=sys.stderr)
+        print(f"adhoc-gc: error: database error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("adhoc-gc: interrupted", file=sys.stderr)
+        print("adhoc-gc: error: interrupted", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, traceback on request
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
-        print(f"adhoc-gc: internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
-              file=sys.stderr)
+        print(f"adhoc-gc: error: internal error: {type(exc).__name__}: {one_line(exc)} "
+              f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
 
 

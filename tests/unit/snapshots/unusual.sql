@@ -1,0 +1,657 @@
+-- adhoc-gc 0.1.0: rendered for mapping unusual.toml (fingerprint f96c8e19720f9afc)
+
+CREATE SCHEMA IF NOT EXISTS "GC Ops";
+
+-- migration adhoc_gc_0001_runs_and_purged (deploy applies it through yoyo, which records it in "GC Ops"."_yoyo_migration")
+SET search_path TO "GC Ops";
+-- adhoc-gc: the package's own tables. Applied by yoyo with search_path set to the
+-- package schema ([database].schema), so names here are unqualified. IF NOT EXISTS lets a
+-- database set up from `adhoc-gc render` output be taken over by `adhoc-gc deploy` later.
+
+CREATE TABLE IF NOT EXISTS "runs" (
+    "id" bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    "started_at" timestamptz NOT NULL DEFAULT clock_timestamp(),
+    "finished_at" timestamptz,
+    "status" text NOT NULL DEFAULT 'running'
+        CHECK ("status" IN ('running', 'succeeded', 'failed', 'skipped', 'abandoned', 'refused')),
+    "trigger" text NOT NULL,
+    "batch_size" integer NOT NULL CHECK ("batch_size" > 0),
+    "max_batches" integer,
+    "max_runtime" interval,
+    "archive" boolean NOT NULL DEFAULT true,
+    "batches" integer NOT NULL DEFAULT 0,
+    "customers_deleted" bigint NOT NULL DEFAULT 0,
+    "locations_deleted" bigint NOT NULL DEFAULT 0,
+    "contacts_deleted" bigint NOT NULL DEFAULT 0,
+    "last_key" text,
+    "mapping_fingerprint" text,
+    "backend_pid" integer NOT NULL DEFAULT pg_backend_pid(),
+    "error" text
+);
+
+CREATE INDEX IF NOT EXISTS "runs_status_idx" ON "runs" ("status") WHERE "status" = 'running';
+
+COMMENT ON TABLE "runs" IS 'adhoc-gc: one row per purge run.';
+
+CREATE TABLE IF NOT EXISTS "purged" (
+    "run_id" bigint NOT NULL REFERENCES "runs" ("id") ON DELETE CASCADE,
+    "customer_id" text NOT NULL,
+    "purged_at" timestamptz NOT NULL DEFAULT now(),
+    "customer" json NOT NULL,
+    "locations" json NOT NULL,
+    "contacts" json NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS "purged_run_id_idx" ON "purged" ("run_id");
+CREATE INDEX IF NOT EXISTS "purged_customer_id_idx" ON "purged" ("customer_id");
+CREATE INDEX IF NOT EXISTS "purged_purged_at_idx" ON "purged" ("purged_at");
+
+COMMENT ON TABLE "purged" IS 'adhoc-gc: one row per deleted stack, with the deleted rows as JSON (archive for restore).';
+RESET search_path;
+
+BEGIN;
+
+-- _apply_retention: keeps the package's own history bounded ([retention] in the mapping).
+-- Every purge calls it when it ends.
+CREATE OR REPLACE FUNCTION "GC Ops"."_apply_retention"()
+RETURNS TABLE ("runs_deleted" bigint, "purged_deleted" bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_purged bigint;
+    v_runs bigint;
+BEGIN
+    DELETE FROM "GC Ops"."purged"
+    WHERE "purged_at" < now() - '90 days'::interval;
+    GET DIAGNOSTICS v_purged = ROW_COUNT;
+    -- Archived rows of a deleted run go with it (ON DELETE CASCADE).
+    DELETE FROM "GC Ops"."runs"
+    WHERE "started_at" < now() - '1 year'::interval
+      AND "status" <> 'running';
+    GET DIAGNOSTICS v_runs = ROW_COUNT;
+    RETURN QUERY SELECT v_runs, v_purged;
+END;
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."_apply_retention"() IS
+    'adhoc-gc internal: deletes run records and archived rows older than the [retention] settings.';
+
+-- _finish_run: closes a run with its final status and, on failure, the error text.
+CREATE OR REPLACE FUNCTION "GC Ops"."_finish_run"(
+    p_run_id bigint,
+    p_status text,
+    p_error text
+)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    UPDATE "GC Ops"."runs"
+    SET "status" = p_status, "finished_at" = clock_timestamp(), "error" = p_error
+    WHERE "id" = p_run_id;
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."_finish_run"(bigint, text, text) IS
+    'adhoc-gc internal: closes a purge run with its final status.';
+
+-- _purge_locked_stacks: the second half of purge_batch. p_customer_keys are customers the
+-- calling statement has locked, in key order. Locks their locations and contacts (skipping
+-- rows others hold: such a stack is left for a later run), then deletes the complete stacks
+-- that still pass every rule under this statement's fresh snapshot, archives and counts them.
+-- Polymorphic in the key type, so that the mapping's key types need not be known to render.
+CREATE OR REPLACE FUNCTION "GC Ops"."_purge_locked_stacks"(
+    p_run_id bigint,
+    p_archive boolean,
+    p_customer_keys anyarray
+)
+RETURNS TABLE (
+    "next_after_key" text,
+    "done" boolean,
+    "examined" integer,
+    "customers_deleted" integer,
+    "locations_deleted" integer,
+    "contacts_deleted" integer
+)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+-- The output columns share names with runs' columns; inside the body they mean the columns.
+#variable_conflict use_column
+DECLARE
+    v_complete p_customer_keys%TYPE;
+    v_customers integer := 0;
+    v_locations integer := 0;
+    v_contacts integer := 0;
+BEGIN
+    IF cardinality(p_customer_keys) = 0 THEN
+        RETURN QUERY SELECT NULL::text, true, 0, 0, 0, 0;
+        RETURN;
+    END IF;
+
+    -- Lock the stacks' locations and contacts. A stack counts as complete only when every
+    -- one of its rows is locked by us; the counts are compared in full (GROUP BY reads the
+    -- locking CTEs to the end, so no lock is left untaken by an early exit).
+    WITH "locked_locations" AS (
+        SELECT "l"."standort_nr_zq" AS "location_key", "l"."kunde_ref_zq" AS "customer_key"
+        FROM "Außen Zone"."Standort Zq" AS "l"
+        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+        FOR UPDATE OF "l" SKIP LOCKED
+    ), "locked_contacts" AS (
+        SELECT "ll"."customer_key"
+        FROM "Crm Zone"."kontakte_zq" AS "ct"
+        JOIN "locked_locations" AS "ll" ON "ct"."standort_ref_zq" = "ll"."location_key"
+        FOR UPDATE OF "ct" SKIP LOCKED
+    ), "locked_counts" AS (
+        SELECT "customer_key", count(*) AS "locations", 0 AS "contacts" FROM "locked_locations" GROUP BY 1
+        UNION ALL
+        SELECT "customer_key", 0, count(*) FROM "locked_contacts" GROUP BY 1
+    ), "stack_counts" AS (
+        SELECT "l"."kunde_ref_zq" AS "customer_key", count(*) AS "locations", 0 AS "contacts"
+        FROM "Außen Zone"."Standort Zq" AS "l"
+        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+        GROUP BY 1
+        UNION ALL
+        SELECT "l"."kunde_ref_zq", 0, count(*)
+        FROM "Außen Zone"."Standort Zq" AS "l"
+        JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+        GROUP BY 1
+    ), "missing" AS (
+        -- customers with a row that exists but is not locked by us
+        SELECT "customer_key"
+        FROM (
+            SELECT "customer_key", sum("locations") AS "locations", sum("contacts") AS "contacts" FROM "stack_counts" GROUP BY 1
+        ) AS "stack"
+        LEFT JOIN (
+            SELECT "customer_key", sum("locations") AS "locations", sum("contacts") AS "contacts" FROM "locked_counts" GROUP BY 1
+        ) AS "locked" USING ("customer_key")
+        WHERE "stack"."locations" IS DISTINCT FROM "locked"."locations"
+           OR "stack"."contacts" IS DISTINCT FROM coalesce("locked"."contacts", 0)
+    )
+    SELECT coalesce(array_agg("k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
+    FROM unnest(p_customer_keys) AS "k"("customer_key")
+    WHERE NOT EXISTS (SELECT 1 FROM "missing" AS "m" WHERE "m"."customer_key" = "k"."customer_key");
+
+    -- Delete, re-checking every rule: this statement's snapshot is newer than all our locks.
+    WITH "batch" AS (
+        SELECT "c"."kunde_nr_zq" AS "customer_key"
+        FROM "Crm Zone"."Kunden Zq" AS "c"
+        WHERE "c"."kunde_nr_zq" = ANY (v_complete)
+          AND "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat')
+          AND "c"."Angelegt_Zq"::timestamptz + '90 days 12 hours'::interval <= now()
+          AND NOT EXISTS (SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker" WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq")
+          AND NOT EXISTS (
+              SELECT 1 FROM "Außen Zone"."Standort Zq" AS "l"
+              WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+                AND (
+                    EXISTS (SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker" WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq")
+                )
+          )
+          AND NOT EXISTS (
+              SELECT 1
+              FROM "Außen Zone"."Standort Zq" AS "l"
+              JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+              WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+                AND (
+                    GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
+                    OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+                )
+          )
+    ), "deleted_contacts" AS (
+        DELETE FROM "Crm Zone"."kontakte_zq" AS "ct"
+        USING "Außen Zone"."Standort Zq" AS "l", "batch" AS "b"
+        WHERE "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+          AND "l"."kunde_ref_zq" = "b"."customer_key"
+        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("ct".*) END AS "row"
+    ), "deleted_locations" AS (
+        DELETE FROM "Außen Zone"."Standort Zq" AS "l"
+        USING "batch" AS "b"
+        WHERE "l"."kunde_ref_zq" = "b"."customer_key"
+        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("l".*) END AS "row"
+    ), "deleted_customers" AS (
+        DELETE FROM "Crm Zone"."Kunden Zq" AS "c"
+        USING "batch" AS "b"
+        WHERE "c"."kunde_nr_zq" = "b"."customer_key"
+        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("c".*) END AS "row"
+    ), "archived" AS (
+        INSERT INTO "GC Ops"."purged" ("run_id", "customer_id", "customer", "locations", "contacts")
+        SELECT p_run_id, "dc"."customer_key"::text, "dc"."row",
+               coalesce("dl"."rows", '[]'::json), coalesce("dct"."rows", '[]'::json)
+        FROM "deleted_customers" AS "dc"
+        LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_locations" GROUP BY 1) AS "dl"
+            USING ("customer_key")
+        LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_contacts" GROUP BY 1) AS "dct"
+            USING ("customer_key")
+        WHERE p_archive
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM "deleted_customers"),
+           (SELECT count(*) FROM "deleted_locations"),
+           (SELECT count(*) FROM "deleted_contacts")
+    INTO v_customers, v_locations, v_contacts;
+
+    UPDATE "GC Ops"."runs"
+    SET "batches" = "batches" + 1,
+        "customers_deleted" = "customers_deleted" + v_customers,
+        "locations_deleted" = "locations_deleted" + v_locations,
+        "contacts_deleted" = "contacts_deleted" + v_contacts,
+        "last_key" = p_customer_keys[cardinality(p_customer_keys)]::text
+    WHERE "id" = p_run_id;
+
+    RETURN QUERY SELECT p_customer_keys[cardinality(p_customer_keys)]::text, false,
+                        cardinality(p_customer_keys), v_customers, v_locations, v_contacts;
+END;
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."_purge_locked_stacks"(bigint, boolean, anyarray) IS
+    'adhoc-gc internal: locks and deletes the stacks of customers locked by purge_batch. Do not call directly.';
+
+-- _record_skipped_run: a purge that did not run (another one holds the lock) still leaves
+-- a row in runs, so its schedule can be seen to have fired.
+CREATE OR REPLACE FUNCTION "GC Ops"."_record_skipped_run"(
+    p_trigger text,
+    p_batch_size integer,
+    p_reason text
+)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    INSERT INTO "GC Ops"."runs"
+        ("trigger", "batch_size", "status", "finished_at", "error", "mapping_fingerprint")
+    VALUES (p_trigger, p_batch_size, 'skipped', clock_timestamp(), p_reason, 'f96c8e19720f9afc')
+    RETURNING "id";
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."_record_skipped_run"(text, integer, text) IS
+    'adhoc-gc internal: records a purge that was skipped, with the reason.';
+
+-- _release_purge_lock: gives back the lock _try_purge_lock took in this session.
+CREATE OR REPLACE FUNCTION "GC Ops"."_release_purge_lock"()
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    SELECT pg_advisory_unlock(1633970275, hashtext('GC Ops'));
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."_release_purge_lock"() IS
+    'adhoc-gc internal: releases the one-purge-at-a-time advisory lock held by this session.';
+
+-- _start_run: records a new purge run as running and returns its id. Call it holding the
+-- purge lock: any other run still marked running then belongs to a session that died
+-- without closing it, and is marked abandoned. The caller commits before the first batch,
+-- so a crash leaves a trace.
+CREATE OR REPLACE FUNCTION "GC Ops"."_start_run"(
+    p_trigger text,
+    p_batch_size integer,
+    p_max_batches integer,
+    p_max_runtime interval,
+    p_archive boolean
+)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    UPDATE "GC Ops"."runs"
+    SET "status" = 'abandoned',
+        "finished_at" = clock_timestamp(),
+        "error" = 'the session running it ended before the run finished'
+    WHERE "status" = 'running';
+
+    INSERT INTO "GC Ops"."runs"
+        ("trigger", "batch_size", "max_batches", "max_runtime", "archive", "mapping_fingerprint")
+    VALUES (p_trigger, p_batch_size, p_max_batches, p_max_runtime, p_archive, 'f96c8e19720f9afc')
+    RETURNING "id";
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."_start_run"(text, integer, integer, interval, boolean) IS
+    'adhoc-gc internal: records a new purge run (marking runs of dead sessions abandoned) and returns its id.';
+
+-- _try_purge_lock: one purge at a time per package schema, whoever starts it (runner,
+-- pg_cron or a person). A session-level advisory lock: it survives the per-batch COMMITs
+-- and is released when the session ends, so a crashed purge never keeps it.
+CREATE OR REPLACE FUNCTION "GC Ops"."_try_purge_lock"()
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    -- First key: 'adhc' in ASCII, so the lock is told apart from the application's own.
+    SELECT pg_try_advisory_lock(1633970275, hashtext('GC Ops'));
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."_try_purge_lock"() IS
+    'adhoc-gc internal: takes the one-purge-at-a-time advisory lock for this session, if free.';
+
+-- deployed_mapping: the fingerprint of the mapping these objects were rendered from, so a
+-- runner holding a different mapping can refuse to purge with it.
+CREATE OR REPLACE FUNCTION "GC Ops"."deployed_mapping"()
+RETURNS TABLE ("fingerprint" text, "package_version" text)
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    SELECT 'f96c8e19720f9afc'::text, '0.1.0'::text;
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."deployed_mapping"() IS
+    'adhoc-gc: fingerprint of the mapping the deployed views and functions were rendered from.';
+
+-- purge_batch: deletes the next batch of eligible stacks after p_after_key (keyset order)
+-- and records it in the run p_run_id. Call it once per transaction; the caller commits.
+--
+-- Safety (docs/design.md): this statement locks the batch's customers (skipping rows an
+-- application transaction holds), then _purge_locked_stacks locks their locations and
+-- contacts and deletes, re-checking every rule under a fresh snapshot. A case committed
+-- before the locks is seen by the re-check; one inserted after them waits on the lock and
+-- then fails its foreign-key check instead of being lost.
+CREATE OR REPLACE FUNCTION "GC Ops"."purge_batch"(
+    p_run_id bigint,
+    p_after_key text,
+    p_batch_size integer,
+    p_archive boolean DEFAULT true
+)
+RETURNS TABLE (
+    "next_after_key" text,
+    "done" boolean,
+    "examined" integer,
+    "customers_deleted" integer,
+    "locations_deleted" integer,
+    "contacts_deleted" integer
+)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+-- The output columns share names with runs' columns; inside the body they mean the columns.
+#variable_conflict use_column
+DECLARE
+    v_from "Crm Zone"."Kunden Zq"."kunde_nr_zq"%TYPE;
+    v_status text;
+BEGIN
+    IF p_batch_size IS NULL OR p_batch_size < 1 THEN
+        RAISE EXCEPTION 'adhoc-gc: batch size must be a positive integer, not %', p_batch_size
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The re-check relies on each statement taking a fresh snapshot.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'adhoc-gc: purge_batch must run at READ COMMITTED, not %',
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    SELECT "status" INTO v_status FROM "GC Ops"."runs" WHERE "id" = p_run_id FOR UPDATE;
+    IF v_status IS DISTINCT FROM 'running' THEN
+        RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', p_run_id, coalesce(v_status, 'unknown')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- Keyset start: the first key, inclusive, or the key after p_after_key. Written as one
+    -- range condition so every batch is an index range scan from where the last one stopped.
+    IF p_after_key IS NULL THEN
+        -- ORDER BY ... LIMIT 1, not min(): PostgreSQL has no min() for uuid keys.
+        SELECT "c"."kunde_nr_zq" INTO v_from FROM "Crm Zone"."Kunden Zq" AS "c"
+        ORDER BY "c"."kunde_nr_zq" LIMIT 1;
+    ELSE
+        v_from := p_after_key;
+    END IF;
+
+    RETURN QUERY
+    SELECT "r"."next_after_key", "r"."done", "r"."examined",
+           "r"."customers_deleted", "r"."locations_deleted", "r"."contacts_deleted"
+    FROM "GC Ops"."_purge_locked_stacks"(
+        p_run_id,
+        p_archive,
+        ARRAY(
+            SELECT "c"."kunde_nr_zq"
+            FROM "Crm Zone"."Kunden Zq" AS "c"
+            WHERE "c"."kunde_nr_zq" >= v_from
+              AND ("c"."kunde_nr_zq" > v_from OR p_after_key IS NULL)
+              AND "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat')
+              AND "c"."Angelegt_Zq"::timestamptz + '90 days 12 hours'::interval <= now()
+              AND NOT EXISTS (SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker" WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq")
+              AND NOT EXISTS (
+                  SELECT 1 FROM "Außen Zone"."Standort Zq" AS "l"
+                  WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+                    AND (
+                        EXISTS (SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker" WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq")
+                    )
+              )
+              AND NOT EXISTS (
+                  SELECT 1
+                  FROM "Außen Zone"."Standort Zq" AS "l"
+                  JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+                  WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+                    AND (
+                        GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
+                        OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+                    )
+              )
+            ORDER BY "c"."kunde_nr_zq"
+            LIMIT p_batch_size
+            FOR UPDATE OF "c" SKIP LOCKED
+        )
+    ) AS "r";
+END;
+$function$;
+
+COMMENT ON FUNCTION "GC Ops"."purge_batch"(bigint, text, integer, boolean) IS
+    'adhoc-gc: deletes the next batch of eligible stacks after p_after_key (keyset order) for run p_run_id, re-checking every rule; returns the key to continue after. One call per transaction.';
+
+-- purge: the whole purge inside the database, for pg_cron or a person with psql:
+--   CALL adhoc_gc.purge(batch_size => 500, max_runtime => interval '10 minutes');
+-- The same batches, lock and run records as the Python runner: it loops over purge_batch
+-- and COMMITs after every batch, so a long purge never holds one huge transaction.
+-- Must be called on its own (not inside BEGIN ... COMMIT), and as pg_cron's whole command.
+-- It takes no SET clause (search_path): a procedure with one cannot COMMIT; every name in
+-- it is schema-qualified instead.
+CREATE OR REPLACE PROCEDURE "GC Ops"."purge"(
+    batch_size integer DEFAULT 500,
+    max_batches integer DEFAULT NULL,
+    max_runtime interval DEFAULT interval '10 minutes',
+    pause interval DEFAULT interval '0',
+    archive boolean DEFAULT true,
+    "trigger" text DEFAULT NULL
+)
+LANGUAGE plpgsql
+AS $procedure$
+DECLARE
+    v_trigger text := coalesce(
+        "purge"."trigger",
+        CASE WHEN pg_catalog.current_setting('application_name') = 'pg_cron' THEN 'pg_cron' ELSE 'sql' END
+    );
+    v_run_id bigint;
+    v_after_key text;
+    v_batch record;
+    v_batches integer := 0;
+    v_deadline timestamptz;
+    v_error text;
+    v_sqlstate text;
+BEGIN
+    IF pg_catalog.pg_is_in_recovery() THEN
+        -- A standby cannot write; its primary runs the purge.
+        RAISE NOTICE 'adhoc-gc: this server is a standby; purge skipped';
+        RETURN;
+    END IF;
+    IF "purge"."batch_size" IS NULL OR "purge"."batch_size" < 1 THEN
+        RAISE EXCEPTION 'adhoc-gc: batch_size must be a positive integer, not %', "purge"."batch_size"
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT "GC Ops"."_try_purge_lock"() THEN
+        PERFORM "GC Ops"."_record_skipped_run"(v_trigger, "purge"."batch_size",
+                                                       'another purge is running');
+        RAISE NOTICE 'adhoc-gc: another purge is running; this one is skipped';
+        RETURN;
+    END IF;
+
+    v_run_id := "GC Ops"."_start_run"(v_trigger, "purge"."batch_size", "purge"."max_batches",
+                                               "purge"."max_runtime", "purge"."archive");
+    COMMIT;
+    v_deadline := pg_catalog.clock_timestamp() + "purge"."max_runtime";
+
+    LOOP
+        EXIT WHEN "purge"."max_batches" IS NOT NULL AND v_batches >= "purge"."max_batches";
+        EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() >= v_deadline;
+        BEGIN
+            SELECT * INTO v_batch
+            FROM "GC Ops"."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+        EXCEPTION WHEN OTHERS THEN
+            -- Only this batch is undone (the block is a subtransaction); record why, let go
+            -- of the lock, then raise the same error so pg_cron shows the run as failed.
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
+        END;
+        IF v_error IS NOT NULL THEN
+            PERFORM "GC Ops"."_finish_run"(v_run_id, 'failed', v_error);
+            PERFORM "GC Ops"."_release_purge_lock"();
+            COMMIT;
+            RAISE EXCEPTION 'adhoc-gc: purge run % failed: %', v_run_id, v_error USING ERRCODE = v_sqlstate;
+        END IF;
+        COMMIT;
+        EXIT WHEN v_batch."done";
+        v_batches := v_batches + 1;
+        v_after_key := v_batch."next_after_key";
+        IF "purge"."pause" > interval '0' THEN
+            PERFORM pg_catalog.pg_sleep_for("purge"."pause");
+        END IF;
+    END LOOP;
+
+    PERFORM "GC Ops"."_finish_run"(v_run_id, 'succeeded', NULL);
+    PERFORM "GC Ops"."_apply_retention"();
+    PERFORM "GC Ops"."_release_purge_lock"();
+    COMMIT;
+END;
+$procedure$;
+
+COMMENT ON PROCEDURE "GC Ops"."purge"(integer, integer, interval, interval, boolean, text) IS
+    'adhoc-gc: purges in batches of batch_size, committing after each, until no candidate is left, max_batches or max_runtime; one purge at a time. CALL it on its own (pg_cron: as the whole job command).';
+
+-- candidates: one row per ad-hoc customer whose whole stack may be deleted now.
+-- The batch function deletes exactly these (re-checked at delete time).
+CREATE OR REPLACE VIEW "GC Ops"."candidates" AS
+SELECT
+    "c"."kunde_nr_zq" AS "customer_id",
+    GREATEST(
+        "c"."Angelegt_Zq"::timestamptz,
+        (SELECT max(NULL::timestamptz)
+         FROM "Außen Zone"."Standort Zq" AS "l"
+         WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"),
+        (SELECT max(GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz))
+         FROM "Außen Zone"."Standort Zq" AS "l"
+         JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+         WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq")
+    ) AS "last_activity_at",
+    ARRAY(
+        SELECT "l"."standort_nr_zq"
+        FROM "Außen Zone"."Standort Zq" AS "l"
+        WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+        ORDER BY 1
+    ) AS "location_ids",
+    ARRAY(
+        SELECT "ct"."kontakt_id_zq"
+        FROM "Außen Zone"."Standort Zq" AS "l"
+        JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+        WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+        ORDER BY 1
+    ) AS "contact_ids"
+FROM "Crm Zone"."Kunden Zq" AS "c"
+WHERE "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat')
+    AND "c"."Angelegt_Zq"::timestamptz + '90 days 12 hours'::interval <= now()
+    AND NOT EXISTS (SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker" WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq")
+    AND NOT EXISTS (
+        SELECT 1 FROM "Außen Zone"."Standort Zq" AS "l"
+        WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+          AND (
+              EXISTS (SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker" WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq")
+          )
+    )
+    AND NOT EXISTS (
+        SELECT 1
+        FROM "Außen Zone"."Standort Zq" AS "l"
+        JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+        WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+          AND (
+              GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
+              OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+          )
+    );
+
+COMMENT ON VIEW "GC Ops"."candidates" IS
+    'adhoc-gc: ad-hoc customers whose whole stack (customer, locations, contacts) is eligible for deletion now. One row per customer.';
+
+-- eligibility: one row per ad-hoc customer, saying whether its stack may be deleted now,
+-- what holds it (blocked_by) and when it becomes eligible if nothing changes (eligible_at).
+-- The same rules as the candidates view, stated with aggregates so they can explain.
+CREATE OR REPLACE VIEW "GC Ops"."eligibility" AS
+SELECT
+    "c"."kunde_nr_zq" AS "customer_id",
+    coalesce("verdict"."eligible_at" <= now(), false) AS "eligible",
+    "verdict"."eligible_at",
+    "stack"."last_activity_at",
+    "stack"."last_login_at",
+    "verdict"."blocked_by",
+    coalesce("locations"."location_ids", '{}') AS "location_ids",
+    coalesce("contacts"."contact_ids", '{}') AS "contact_ids"
+FROM "Crm Zone"."Kunden Zq" AS "c"
+LEFT JOIN (
+    SELECT
+        "l"."kunde_ref_zq" AS "customer_key",
+        array_agg("l"."standort_nr_zq" ORDER BY "l"."standort_nr_zq") AS "location_ids",
+        max(NULL::timestamptz) AS "last_activity_at"
+    FROM "Außen Zone"."Standort Zq" AS "l"
+    GROUP BY "l"."kunde_ref_zq"
+) AS "locations" ON "locations"."customer_key" = "c"."kunde_nr_zq"
+LEFT JOIN (
+    SELECT
+        "l"."kunde_ref_zq" AS "customer_key",
+        array_agg("ct"."kontakt_id_zq" ORDER BY "ct"."kontakt_id_zq") AS "contact_ids",
+        max(GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz)) AS "last_activity_at",
+        max(NULL::timestamptz) AS "last_login_at"
+    FROM "Außen Zone"."Standort Zq" AS "l"
+    JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+    GROUP BY "l"."kunde_ref_zq"
+) AS "contacts" ON "contacts"."customer_key" = "c"."kunde_nr_zq"
+CROSS JOIN LATERAL (
+    SELECT
+        "c"."Angelegt_Zq"::timestamptz AS "customer_activity_at",
+        GREATEST("c"."Angelegt_Zq"::timestamptz, "locations"."last_activity_at", "contacts"."last_activity_at") AS "last_activity_at",
+        "contacts"."last_login_at"
+) AS "stack"
+CROSS JOIN LATERAL (
+    SELECT array_remove(ARRAY[
+        CASE WHEN EXISTS (
+            SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker"
+            WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq"
+        ) THEN 'Vertrag (offen)' END,
+        CASE WHEN EXISTS (
+            SELECT 1 FROM "Außen Zone"."Standort Zq" AS "l"
+            JOIN "Außen Zone"."Zugang Zq" AS "blocker" ON "blocker"."standort_fk_zq" = "l"."standort_nr_zq"
+            WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+        ) THEN 'Zugang' END,
+        CASE WHEN EXISTS (
+            SELECT 1 FROM "Außen Zone"."Standort Zq" AS "l"
+            JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+            JOIN "public"."geraete_zq" AS "blocker" ON "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq"
+            WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
+        ) THEN 'l''appareil' END
+    ]::text[], NULL) AS "held_by"
+) AS "blockers"
+CROSS JOIN LATERAL (
+    SELECT
+        -- NULL while a blocker holds the stack, or while the customer row has no activity
+        -- value at all (nothing tells how old it is).
+        CASE WHEN cardinality("blockers"."held_by") = 0 AND "stack"."customer_activity_at" IS NOT NULL
+             THEN GREATEST(
+                 "stack"."last_activity_at" + '90 days 12 hours'::interval
+             )
+        END AS "eligible_at",
+        array_remove(ARRAY[
+            CASE WHEN "stack"."customer_activity_at" IS NULL
+                   OR "stack"."last_activity_at" + '90 days 12 hours'::interval > now() THEN 'activity' END,
+            NULL
+        ]::text[], NULL) || "blockers"."held_by" AS "blocked_by"
+) AS "verdict"
+WHERE "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat');
+
+COMMENT ON VIEW "GC Ops"."eligibility" IS
+    'adhoc-gc: one row per ad-hoc customer: eligible now or not, what holds it (blocked_by: activity, login, or a blocker name) and when it becomes eligible if nothing changes (eligible_at; NULL while a blocker holds it).';
+
+COMMIT;
