@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS "purged" (
     "purged_at" timestamptz NOT NULL DEFAULT now(),
     "customer" json NOT NULL,
     "locations" json NOT NULL,
-    "contacts" json NOT NULL
+    "contacts" json NOT NULL,
+    "owned" json NOT NULL DEFAULT '{}',  -- {"owned table name": [rows]} for [[owned]] tables
+    "restored_at" timestamptz  -- set by adhoc-gc restore when the rows went back
 );
 
 CREATE INDEX IF NOT EXISTS "purged_run_id_idx" ON "purged" ("run_id");

@@ -1,3 +1,4 @@
+{% from "macros/audit.sql" import unmapped_foreign_keys with context %}
 {#
   The runner's queries, each under a "-- name: NAME" header, looked up by name
   (adhoc_gc.render.render_queries). Values are psycopg parameters: %(name)s; a literal
@@ -37,6 +38,19 @@ JOIN pg_catalog.pg_class AS "c" ON "c"."oid" = "a"."attrelid"
 JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
 WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "a"."attname" = %(column)s
 
+-- name: unmapped_foreign_keys
+-- Run by deploy before anything is written (purges call _unmapped_foreign_keys()).
+{{ unmapped_foreign_keys() }}
+
+-- name: unmapped_foreign_keys_deployed
+SELECT * FROM {{ schema|ident }}."_unmapped_foreign_keys"()
+
+-- name: role_exists
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s)
+
+-- name: role_table_privilege
+SELECT has_table_privilege(%(role)s, format('%%I.%%I', %(schema)s::text, %(table)s::text), %(privilege)s)
+
 -- name: interval_is_positive
 SELECT %(value)s::interval > interval '0'
 
@@ -58,8 +72,17 @@ SELECT {{ schema|ident }}."_try_purge_lock"()
 -- name: release_purge_lock
 SELECT {{ schema|ident }}."_release_purge_lock"()
 
--- name: record_skipped_run
-SELECT {{ schema|ident }}."_record_skipped_run"(%(trigger)s, %(batch_size)s, %(reason)s)
+-- name: record_unstarted_run
+SELECT {{ schema|ident }}."_record_unstarted_run"(%(trigger)s, %(batch_size)s, %(status)s, %(reason)s)
+
+-- name: guard_refusal
+SELECT {{ schema|ident }}."_guard_refusal"(%(force)s)
+
+-- name: batch_statement_timeout
+-- Before each batch, in its transaction: how long one batch may run ([guard] statement_timeout).
+SELECT set_config('statement_timeout',
+                  (extract(epoch FROM {{ guard.statement_timeout|literal }}::interval) * 1000)::bigint::text || 'ms',
+                  true)
 
 -- name: apply_retention
 SELECT "runs_deleted", "purged_deleted" FROM {{ schema|ident }}."_apply_retention"()
@@ -70,6 +93,10 @@ SELECT {{ schema|ident }}."_finish_run"(%(run_id)s, %(status)s, %(error)s)
 -- name: purge_batch
 SELECT "next_after_key", "done", "examined", "customers_deleted", "locations_deleted", "contacts_deleted"
 FROM {{ schema|ident }}."purge_batch"(%(run_id)s, %(after_key)s, %(batch_size)s, %(archive)s)
+
+-- name: restore
+SELECT "stacks", "customers", "locations", "contacts", "owned_rows"
+FROM {{ schema|ident }}."restore"(%(run_id)s, %(customer_id)s)
 
 -- name: count_candidates
 SELECT count(*) FROM {{ schema|ident }}."candidates"
@@ -103,12 +130,7 @@ LIMIT %(limit)s
 
 -- name: explain_customer
 -- The customer row as adhoc-gc sees it: whether it exists and is ad hoc.
-SELECT
-    "c".{{ customer.key|ident }}::text AS "customer_id",
-    {{ ('"c".' ~ (customer.adhoc|ident) ~ " IS TRUE") if customer.adhoc_values is none else ('"c".' ~ (customer.adhoc|ident) ~ "::text = ANY (%(adhoc_values)s)") }} AS "adhoc",
-    "c".{{ customer.adhoc|ident }}::text AS "adhoc_value"
-FROM {{ customer.table|table }} AS "c"
-WHERE "c".{{ customer.key|ident }} = %(customer_id)s
+SELECT "customer_id", "adhoc", "adhoc_value" FROM {{ schema|ident }}."explain_customer"(%(customer_id)s)
 
 -- name: explain_eligibility
 SELECT "eligible", "eligible_at", "last_activity_at", "last_login_at", "blocked_by",

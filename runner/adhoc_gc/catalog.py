@@ -124,10 +124,12 @@ def check_mapping(conn: psycopg.Connection, mapping: Mapping, queries: dict[str,
         "location": (location_key, "a location key"),
         "contact": (contact_key, "a contact key"),
     }
-    for blocker in mapping.blockers:
-        where = f"[[blockers]] {blocker.name}"
-        target, desc = targets[blocker.references]
-        reference_column(blocker.table, blocker.column, target, desc, where)
+    for section, entries in (("blockers", mapping.blockers), ("owned", mapping.owned)):
+        for entry in entries:
+            target, desc = targets[entry.references]
+            reference_column(entry.table, entry.column, target, desc, f"[[{section}]] {entry.name}")
+
+    _check_roles(conn, mapping, queries, problems)
 
     intervals = (
         ("[policy].inactivity", mapping.policy.inactivity),
@@ -147,3 +149,38 @@ def check_mapping(conn: psycopg.Connection, mapping: Mapping, queries: dict[str,
 
     if problems:
         raise ConfigError(f"mapping {mapping.source} does not match the database: " + "; ".join(problems))
+
+
+def _check_roles(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str], problems: list[str]) -> None:
+    """[roles] must exist; the owner, whose privileges the deleting functions use, must be
+    able to read every mapped table, and lock (UPDATE: SELECT ... FOR UPDATE needs it),
+    delete from and restore into (INSERT) the stack's tables."""
+    roles = mapping.roles
+    for key in ("owner", "operator", "analyst"):
+        role = getattr(roles, key)
+        if role and not conn.execute(queries["role_exists"], {"role": role}).fetchone()[0]:
+            problems.append(f"[roles].{key}: role {role!r} does not exist (CREATE ROLE \"{role}\" NOLOGIN)")
+            if key == "owner":
+                return
+    if not roles.owner:
+        return
+    stack_tables = [mapping.customer.table, mapping.location.table, mapping.contact.table,
+                    *(o.table for o in mapping.owned)]
+    needs = {table: ["SELECT", "UPDATE", "DELETE", "INSERT"] for table in stack_tables}
+    for blocker in mapping.blockers:
+        needs.setdefault(blocker.table, ["SELECT"])
+    for table, privileges in needs.items():
+        missing = []
+        for privilege in privileges:
+            try:
+                with conn.transaction():
+                    granted = conn.execute(queries["role_table_privilege"], {
+                        "role": roles.owner, "schema": table.schema, "table": table.name, "privilege": privilege,
+                    }).fetchone()[0]
+            except psycopg.errors.UndefinedTable:
+                break  # reported above as a missing table
+            if not granted:
+                missing.append(privilege)
+        if missing:
+            problems.append(f"[roles].owner: role {roles.owner!r} lacks {', '.join(missing)} on {table} "
+                            f"(GRANT {', '.join(missing)} ON {table} TO \"{roles.owner}\")")

@@ -17,7 +17,7 @@ import psycopg
 
 from . import __version__
 from .db import connect, one_line
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AdhocGcError, ConfigError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AdhocGcError, ConfigError, RunFailed
 from .mapping import Mapping, load_mapping, resolve_dsn
 from .purge import PurgeOptions, PurgeProgress, run_purge
 from .render import render_queries
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runtime", type=_duration, metavar="DURATION", help="stop starting batches after this long (e.g. 10m)")
     p.add_argument("--sleep", type=_non_negative_float, default=0.0, metavar="SECONDS", help="pause between batches")
     p.add_argument("--no-archive", action="store_true", help="do not keep the deleted rows in the purged table")
+    p.add_argument("--force", action="store_true", help="run even when [guard] caps would refuse it")
     p.add_argument("--json", action="store_true", help="print the run's result as JSON")
 
     p = sub.add_parser("runs", parents=[common], help="purge run history, newest first")
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", parents=[common], help="why a customer is or is not deleted, rule by rule")
     p.add_argument("customer_key", metavar="CUSTOMER_KEY")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("restore", parents=[common], help="put archived stacks back with their original keys")
+    p.add_argument("--run", type=_positive_int, metavar="RUN_ID", help="every stack that run deleted")
+    p.add_argument("--customer", metavar="CUSTOMER_KEY", help="the stack of this customer")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("schedule", parents=[common], help="create or update the pg_cron job that runs the purge")
@@ -232,6 +238,7 @@ def cmd_purge(args) -> int:
         max_runtime=args.max_runtime,
         sleep=args.sleep,
         archive=not args.no_archive,
+        force=args.force,
     )
     interactive = sys.stderr.isatty() and not args.json
     with connect(dsn) as conn:
@@ -378,6 +385,34 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def cmd_restore(args) -> int:
+    if args.run is None and args.customer is None:
+        raise ConfigError("restore needs --run RUN_ID or --customer CUSTOMER_KEY (or both)")
+    mapping, dsn, queries = _setup(args)
+    with connect(dsn) as conn:
+        from .purge import check_deployed
+
+        check_deployed(conn, mapping, queries)
+        try:
+            with conn.transaction():
+                stacks, customers, locations, contacts, owned = conn.execute(
+                    queries["restore"], {"run_id": args.run, "customer_id": args.customer}).fetchone()
+        except psycopg.errors.NoDataFound as exc:
+            raise ConfigError(one_line(exc).removeprefix("adhoc-gc: ")) from None
+        except psycopg.errors.UniqueViolation as exc:
+            raise RunFailed(one_line(exc).removeprefix("adhoc-gc: ")) from None
+    result = {"stacks": stacks, "customers": customers, "locations": locations, "contacts": contacts,
+              "owned_rows": owned}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"restored {stacks} stacks: {customers} customers, {locations} locations, {contacts} contacts, "
+              f"{owned} owned rows")
+        print("note: restored stacks that still pass the rules are deleted again by the next purge; "
+              "fix the mapping or policy first")
+    return EXIT_OK
+
+
 def cmd_schedule(args) -> int:
     from .schedule import schedule
 
@@ -447,6 +482,7 @@ COMMANDS = {
     "purge": cmd_purge,
     "runs": cmd_runs,
     "explain": cmd_explain,
+    "restore": cmd_restore,
     "schedule": cmd_schedule,
     "unschedule": cmd_unschedule,
     "status": cmd_status,

@@ -18,9 +18,10 @@ from yoyo.connections import parse_uri
 from . import __version__
 from .catalog import check_mapping
 from .db import connect, one_line
-from .errors import RunFailed
+from .errors import ConfigError, RunFailed
 from .mapping import Mapping
-from .render import quote_ident, render_objects, render_queries
+from .purge import describe_unmapped_foreign_keys
+from .render import quote_ident, render_grants, render_objects, render_queries
 from .resources import migrations_dir
 
 YOYO_MIGRATION_TABLE = "_yoyo_migration"
@@ -70,6 +71,9 @@ def deploy(dsn: str, mapping: Mapping) -> dict:
     objects = render_objects(mapping)
     with connect(dsn) as conn:
         check_mapping(conn, mapping, queries)  # raises before anything is written
+        unmapped = conn.execute(queries["unmapped_foreign_keys"]).fetchall()
+        if unmapped:
+            raise ConfigError(f"mapping {mapping.source}: {describe_unmapped_foreign_keys(unmapped)}")
         conn.execute(queries["create_schema"])
         conn.commit()
     try:
@@ -81,6 +85,7 @@ def deploy(dsn: str, mapping: Mapping) -> dict:
             with conn.transaction():
                 for obj in objects:
                     _create_object(conn, mapping.schema, obj.path, obj.sql)
+                conn.execute(render_grants(mapping))
         except psycopg.Error as exc:
             raise RunFailed(f"deploying views and functions failed, nothing changed: {one_line(exc)}") from None
     return {"migrations": applied, "objects": [o.path for o in objects], "version": __version__}
@@ -117,6 +122,7 @@ def render_deploy_sql(mapping: Mapping, objects_only: bool = False) -> str:
             )
     parts.append("BEGIN;")
     parts.extend(obj.sql.strip() for obj in render_objects(mapping))
+    parts.append(render_grants(mapping).strip())
     parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
 

@@ -4,7 +4,7 @@
 EXIT_OK = 0
 EXIT_FAILURE = 1  # database or runtime failure
 EXIT_USAGE = 2  # bad usage or configuration
-EXIT_SKIPPED = 3  # the purge did not run: another one holds the lock, or this is a standby
+EXIT_SKIPPED = 3  # the purge did not run: another one holds the lock, a standby, or a guard refused it
 
 
 class AdhocGcError(Exception):
@@ -33,5 +33,11 @@ class RunFailed(AdhocGcError):
 
 class PurgeSkipped(AdhocGcError):
     """The purge did not run: another purge is running, or the server is a standby."""
+
+    exit_code = EXIT_SKIPPED
+
+
+class PurgeRefused(AdhocGcError):
+    """A guard rail refused the run: too many candidates at once (--force passes)."""
 
     exit_code = EXIT_SKIPPED

@@ -72,6 +72,31 @@ class Blocker:
 
 
 @dataclasses.dataclass(frozen=True)
+class Owned:
+    """Rows that belong to the stack: deleted and archived with it."""
+
+    table: TableName
+    column: str
+    references: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Guard:
+    max_customers_per_run: int | None  # refuse a run with more candidates than this
+    max_fraction_of_adhoc: float | None  # ... or more than this share of all ad-hoc customers
+    lock_timeout: str  # per batch
+    statement_timeout: str  # per batch (runner)
+
+
+@dataclasses.dataclass(frozen=True)
+class Roles:
+    owner: str | None
+    operator: str | None
+    analyst: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Policy:
     inactivity: str
     login_window: str
@@ -92,8 +117,11 @@ class Mapping:
     location: Location
     contact: Contact
     blockers: tuple[Blocker, ...]
+    owned: tuple[Owned, ...]
     policy: Policy
     retention: Retention
+    guard: Guard
+    roles: Roles
     source: str  # the file it came from, or "built-in defaults"
 
     def fingerprint(self) -> str:
@@ -133,7 +161,10 @@ DEFAULTS: dict[str, Any] = {
         {"table": "public.devices", "column": "location_id", "references": "location", "name": "location_device"},
     ],
     "policy": {"inactivity": "14 days", "login_window": "6 months", "login_rule": True},
+    "owned": [],
     "retention": {"runs": "1 year", "purged": "90 days"},
+    "guard": {"lock_timeout": "5 seconds", "statement_timeout": "5 minutes"},
+    "roles": {},
 }
 
 # key -> (expected kind, required); kinds: str, strlist, bool
@@ -144,8 +175,13 @@ _SECTION_KEYS: dict[str, dict[str, str]] = {
     "contact": {"table": "str", "key": "str", "location": "str", "last_login": "str", "activity": "strlist"},
     "policy": {"inactivity": "str", "login_window": "str", "login_rule": "bool"},
     "retention": {"runs": "str", "purged": "str"},
+    "guard": {"max_customers_per_run": "posint", "max_fraction_of_adhoc": "fraction",
+              "lock_timeout": "str", "statement_timeout": "str"},
+    "roles": {"owner": "str", "operator": "str", "analyst": "str"},
 }
-_BLOCKER_KEYS = {"table": "str", "column": "str", "references": "str", "name": "str"}
+# [[blockers]] and [[owned]] entries: a column of some table that points at a stack part.
+_REFERENCE_KEYS = {"table": "str", "column": "str", "references": "str", "name": "str"}
+_ARRAY_SECTIONS = ("blockers", "owned")
 
 _INTERVAL_UNITS = (
     "microsecond|microseconds|us|usec|usecs|millisecond|milliseconds|ms|msec|msecs|"
@@ -199,8 +235,8 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
         return ConfigError(f"{source}: {where}: {message}")
 
     for section in raw:
-        if section not in _SECTION_KEYS and section != "blockers":
-            known = ", ".join(sorted([*_SECTION_KEYS, "blockers"]))
+        if section not in _SECTION_KEYS and section not in _ARRAY_SECTIONS:
+            known = ", ".join(sorted([*_SECTION_KEYS, *_ARRAY_SECTIONS]))
             raise fail(f"[{section}]", f"unknown section (known: {known})")
 
     sections: dict[str, dict[str, Any]] = {}
@@ -215,9 +251,6 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
             merged[key] = _check_kind(value, keys[key], lambda m, k=key: fail(f"[{section}].{k}", m))
         sections[section] = merged
 
-    raw_blockers = raw.get("blockers", DEFAULTS["blockers"])
-    if not isinstance(raw_blockers, list):
-        raise fail("blockers", "must be an array of tables ([[blockers]])")
 
     def ident(section: str, key: str) -> str:
         value = sections[section].get(key)
@@ -293,33 +326,25 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
         activity=idents("contact", "activity"),
     )
 
-    blockers = []
-    for i, entry in enumerate(raw_blockers):
-        where = f"[[blockers]] #{i + 1}"
-        if not isinstance(entry, dict):
-            raise fail(where, "must be a table with table, column and references")
-        checked: dict[str, Any] = {}
-        for key, value in entry.items():
-            if key not in _BLOCKER_KEYS:
-                raise fail(f"{where}.{key}", f"unknown key (known: {', '.join(_BLOCKER_KEYS)})")
-            checked[key] = _check_kind(value, _BLOCKER_KEYS[key], lambda m, k=key: fail(f"{where}.{k}", m))
-        for required in ("table", "column", "references"):
-            if required not in checked:
-                raise fail(f"{where}.{required}", "is required")
-        blocker_table = _parse_table(checked["table"], lambda m: fail(f"{where}.table", m))
-        column = _check_identifier(checked["column"], lambda m: fail(f"{where}.column", m))
-        if checked["references"] not in ENTITIES:
-            raise fail(f"{where}.references", f"must be one of {', '.join(ENTITIES)}, not {checked['references']!r}")
-        name = checked.get("name") or f"{blocker_table.name}.{column}"
-        if not name.strip() or any(ord(ch) < 32 for ch in name):
-            raise fail(f"{where}.name", "must be printable text")
-        if name in RESERVED_BLOCKER_NAMES:
-            raise fail(f"{where}.name", f"{name!r} is reserved for the time rules")
-        blockers.append(Blocker(table=blocker_table, column=column, references=checked["references"], name=name))
-    names = [b.name for b in blockers]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise fail("[[blockers]]", f"two blockers share the name {duplicates[0]!r}; give one a distinct name")
+    blockers = [Blocker(*fields) for fields in _reference_entries(raw, "blockers", fail, RESERVED_BLOCKER_NAMES)]
+    owned = [Owned(*fields) for fields in _reference_entries(raw, "owned", fail)]
+    both = {(b.table, b.column) for b in blockers} & {(o.table, o.column) for o in owned}
+    if both:
+        table_name, column = sorted(both, key=str)[0]
+        raise fail("[[owned]]", f"{table_name}.{column} is listed as a blocker and as owned; it can only be one")
+
+    guard_raw = sections["guard"]
+    guard = Guard(
+        max_customers_per_run=guard_raw.get("max_customers_per_run"),
+        max_fraction_of_adhoc=guard_raw.get("max_fraction_of_adhoc"),
+        lock_timeout=_check_interval(guard_raw["lock_timeout"], lambda m: fail("[guard].lock_timeout", m)),
+        statement_timeout=_check_interval(guard_raw["statement_timeout"],
+                                          lambda m: fail("[guard].statement_timeout", m)),
+    )
+    roles = Roles(**{
+        key: (ident("roles", key) if sections["roles"].get(key) is not None else None)
+        for key in ("owner", "operator", "analyst")
+    })
 
     return Mapping(
         dsn=dsn,
@@ -328,10 +353,49 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
         location=location,
         contact=contact,
         blockers=tuple(blockers),
+        owned=tuple(owned),
         policy=policy,
         retention=retention,
+        guard=guard,
+        roles=roles,
         source=source,
     )
+
+
+def _reference_entries(raw: dict[str, Any], section: str, fail,
+                       reserved: tuple[str, ...] = ()) -> list[tuple[TableName, str, str, str]]:
+    """[[blockers]] or [[owned]]: (table, column, references, name) for each entry."""
+    entries = raw.get(section, DEFAULTS[section])
+    if not isinstance(entries, list):
+        raise fail(section, f"must be an array of tables ([[{section}]])")
+    result = []
+    for i, entry in enumerate(entries):
+        where = f"[[{section}]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise fail(where, "must be a table with table, column and references")
+        checked: dict[str, Any] = {}
+        for key, value in entry.items():
+            if key not in _REFERENCE_KEYS:
+                raise fail(f"{where}.{key}", f"unknown key (known: {', '.join(_REFERENCE_KEYS)})")
+            checked[key] = _check_kind(value, _REFERENCE_KEYS[key], lambda m, k=key: fail(f"{where}.{k}", m))
+        for required in ("table", "column", "references"):
+            if required not in checked:
+                raise fail(f"{where}.{required}", "is required")
+        entry_table = _parse_table(checked["table"], lambda m: fail(f"{where}.table", m))
+        column = _check_identifier(checked["column"], lambda m: fail(f"{where}.column", m))
+        if checked["references"] not in ENTITIES:
+            raise fail(f"{where}.references", f"must be one of {', '.join(ENTITIES)}, not {checked['references']!r}")
+        name = checked.get("name") or f"{entry_table.name}.{column}"
+        if not name.strip() or any(ord(ch) < 32 for ch in name):
+            raise fail(f"{where}.name", "must be printable text")
+        if name in reserved:
+            raise fail(f"{where}.name", f"{name!r} is reserved for the time rules")
+        result.append((entry_table, column, checked["references"], name))
+    names = [entry[3] for entry in result]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise fail(f"[[{section}]]", f"two entries share the name {duplicates[0]!r}; give one a distinct name")
+    return result
 
 
 def resolve_dsn(mapping: Mapping, explicit: str | None) -> str:
@@ -347,6 +411,12 @@ def _check_kind(value: Any, kind: str, fail) -> Any:
         raise fail(f"must be a string, not {_toml_type(value)}")
     if kind == "bool" and not isinstance(value, bool):
         raise fail(f"must be true or false, not {_toml_type(value)}")
+    if kind == "posint" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise fail(f"must be a whole number of at least 1, not {value!r}")
+    if kind == "fraction":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise fail(f"must be a number above 0 and at most 1, not {value!r}")
+        value = float(value)
     if kind == "strlist":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise fail("must be an array of strings")

@@ -13,7 +13,7 @@ from typing import Callable
 import psycopg
 
 from .db import one_line
-from .errors import ConfigError, PurgeSkipped, RunFailed
+from .errors import ConfigError, PurgeRefused, PurgeSkipped, RunFailed
 from .mapping import Mapping
 
 
@@ -25,6 +25,7 @@ class PurgeOptions:
     sleep: float = 0.0  # seconds between batches
     archive: bool = True
     trigger: str = "runner"
+    force: bool = False  # pass the [guard] caps
 
 
 @dataclasses.dataclass
@@ -80,16 +81,48 @@ def run_purge(
         # until this connection ends.
         locked = conn.execute(queries["try_purge_lock"]).fetchone()[0]
         if not locked:
-            skipped_id = conn.execute(queries["record_skipped_run"], {
-                "trigger": options.trigger, "batch_size": options.batch_size,
-                "reason": "another purge is running",
-            }).fetchone()[0]
+            skipped_id = _record_unstarted(conn, queries, options, "skipped", "another purge is running")
     if not locked:
         raise PurgeSkipped(f"another purge is running: this one is skipped (recorded as run {skipped_id})")
     try:
+        with conn.transaction():
+            unmapped = conn.execute(queries["unmapped_foreign_keys_deployed"]).fetchall()
+            if unmapped:
+                reason = describe_unmapped_foreign_keys(unmapped)
+                refused_id = _record_unstarted(conn, queries, options, "refused", reason)
+        if unmapped:
+            raise ConfigError(f"purge refused (recorded as run {refused_id}): {reason}")
+        with conn.transaction():
+            refusal = conn.execute(queries["guard_refusal"], {"force": options.force}).fetchone()[0]
+            if refusal:
+                refused_id = _record_unstarted(conn, queries, options, "refused", refusal)
+        if refusal:
+            raise PurgeRefused(f"purge refused (recorded as run {refused_id}): {refusal}")
         return _run_locked(conn, queries, options, on_batch)
     finally:
         _release_lock(conn, queries)
+
+
+def _record_unstarted(conn: psycopg.Connection, queries: dict[str, str], options: PurgeOptions, status: str,
+                      reason: str) -> int:
+    return conn.execute(queries["record_unstarted_run"], {
+        "trigger": options.trigger, "batch_size": options.batch_size, "status": status, "reason": reason,
+    }).fetchone()[0]
+
+
+def describe_unmapped_foreign_keys(rows) -> str:
+    """One line naming each unmapped foreign key and the mapping entry that would fix it."""
+    parts = []
+    for name, schema, table, columns, references, target_schema, target_table, on_delete in rows:
+        where = f'foreign key "{name}" on {schema}.{table} ({", ".join(columns)}) -> {target_schema}.{target_table} ' \
+                f"(ON DELETE {on_delete})"
+        if len(columns) != 1:
+            parts.append(f"{where}: a composite key adhoc-gc cannot map; drop it or point it elsewhere")
+            continue
+        entry = f'table = "{schema}.{table}", column = "{columns[0]}", references = "{references}"'
+        parts.append(f"{where} is neither a blocker nor owned: add [[owned]] {entry} (its rows are deleted with "
+                     f"the stack) or [[blockers]] {entry} (its rows keep the stack)")
+    return "; ".join(parts)
 
 
 def _run_locked(
@@ -116,6 +149,7 @@ def _run_locked(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             with conn.transaction():  # one transaction per batch: its deletes and its counts
+                conn.execute(queries["batch_statement_timeout"])
                 row = conn.execute(queries["purge_batch"], {
                     "run_id": run_id,
                     "after_key": after_key,

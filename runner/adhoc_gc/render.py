@@ -19,6 +19,7 @@ from .resources import sql_dir
 # call time, views at creation), then views. Each file holds one object.
 OBJECT_KINDS = ("functions", "procedures", "views")
 QUERIES_FILE = "queries.sql"
+GRANTS_FILE = "grants.sql"
 _QUERY_HEADER = re.compile(r"^-- name: (?P<name>[a-z_]+)\s*$", re.MULTILINE)
 
 
@@ -63,6 +64,9 @@ def _context(mapping: Mapping) -> dict:
         "location": mapping.location,
         "contact": mapping.contact,
         "blockers": mapping.blockers,
+        "owned": mapping.owned,
+        "guard": mapping.guard,
+        "roles": mapping.roles,
         "policy": mapping.policy,
         "retention": mapping.retention,
         "fingerprint": mapping.fingerprint(),
@@ -93,6 +97,11 @@ def render_objects(mapping: Mapping) -> list[RenderedObject]:
     env = _environment()
     context = _context(mapping)
     return [RenderedObject(path, env.get_template(path).render(context)) for path in object_paths()]
+
+
+def render_grants(mapping: Mapping) -> str:
+    """Ownership and privileges for the [roles], run after the objects."""
+    return render_template(GRANTS_FILE, mapping)
 
 
 def render_queries(mapping: Mapping) -> dict[str, str]:

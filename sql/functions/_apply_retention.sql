@@ -3,6 +3,7 @@
 CREATE OR REPLACE FUNCTION {{ schema|ident }}."_apply_retention"()
 RETURNS TABLE ("runs_deleted" bigint, "purged_deleted" bigint)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
@@ -20,6 +21,8 @@ BEGIN
     RETURN QUERY SELECT v_runs, v_purged;
 END;
 $function$;
+
+REVOKE ALL ON FUNCTION {{ schema|ident }}."_apply_retention"() FROM PUBLIC;
 
 COMMENT ON FUNCTION {{ schema|ident }}."_apply_retention"() IS
     'adhoc-gc internal: deletes run records and archived rows older than the [retention] settings.';

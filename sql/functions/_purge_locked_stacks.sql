@@ -1,9 +1,10 @@
 {% from "macros/rules.sql" import stack_is_eligible with context %}
 -- _purge_locked_stacks: the second half of purge_batch. p_customer_keys are customers the
--- calling statement has locked, in key order. Locks their locations and contacts (skipping
--- rows others hold: such a stack is left for a later run), then deletes the complete stacks
--- that still pass every rule under this statement's fresh snapshot, archives and counts them.
--- Polymorphic in the key type, so that the mapping's key types need not be known to render.
+-- calling statement has locked, in key order. Locks their locations, contacts and owned rows
+-- (skipping rows others hold: such a stack is left for a later run), then deletes the
+-- complete stacks that still pass every rule under this statement's fresh snapshot,
+-- archives and counts them. Polymorphic in the key type, so that the mapping's key types
+-- need not be known to render.
 CREATE OR REPLACE FUNCTION {{ schema|ident }}."_purge_locked_stacks"(
     p_run_id bigint,
     p_archive boolean,
@@ -18,6 +19,7 @@ RETURNS TABLE (
     "contacts_deleted" integer
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
@@ -33,49 +35,78 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Lock the stacks' locations and contacts. A stack counts as complete only when every
-    -- one of its rows is locked by us; the counts are compared in full (GROUP BY reads the
-    -- locking CTEs to the end, so no lock is left untaken by an early exit).
+    -- Lock every other row of the stacks. A stack counts as complete only when every one
+    -- of its rows is locked by us: per customer and part, the rows locked are counted
+    -- against the rows there are. GROUP BY reads each locking CTE to the end, so no lock
+    -- is left untaken by an early exit.
     WITH "locked_locations" AS (
         SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
         FROM {{ location.table|table }} AS "l"
         WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
         FOR UPDATE OF "l" SKIP LOCKED
     ), "locked_contacts" AS (
-        SELECT "ll"."customer_key"
+        SELECT "ct".{{ contact.key|ident }} AS "contact_key", "ll"."customer_key"
         FROM {{ contact.table|table }} AS "ct"
         JOIN "locked_locations" AS "ll" ON "ct".{{ contact.location|ident }} = "ll"."location_key"
         FOR UPDATE OF "ct" SKIP LOCKED
+{% for owned_table in owned %}
+    ), "locked_owned_{{ loop.index }}" AS (
+        SELECT {{ "\"o\"." ~ (owned_table.column|ident) if owned_table.references == "customer" else "\"p\".\"customer_key\"" }} AS "customer_key"
+        FROM {{ owned_table.table|table }} AS "o"
+{% if owned_table.references == "location" %}
+        JOIN "locked_locations" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."location_key"
+{% elif owned_table.references == "contact" %}
+        JOIN "locked_contacts" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."contact_key"
+{% else %}
+        WHERE "o".{{ owned_table.column|ident }} = ANY (p_customer_keys)
+{% endif %}
+        FOR UPDATE OF "o" SKIP LOCKED
+{% endfor %}
     ), "locked_counts" AS (
-        SELECT "customer_key", count(*) AS "locations", 0 AS "contacts" FROM "locked_locations" GROUP BY 1
+        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "locked_locations" GROUP BY 1
         UNION ALL
-        SELECT "customer_key", 0, count(*) FROM "locked_contacts" GROUP BY 1
+        SELECT "customer_key", 'contact', count(*) FROM "locked_contacts" GROUP BY 1
+{% for owned_table in owned %}
+        UNION ALL
+        SELECT "customer_key", 'owned {{ loop.index }}', count(*) FROM "locked_owned_{{ loop.index }}" GROUP BY 1
+{% endfor %}
+    ), "stack_locations" AS (
+        SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
+        FROM {{ location.table|table }} AS "l"
+        WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
+    ), "stack_contacts" AS (
+        SELECT "ct".{{ contact.key|ident }} AS "contact_key", "sl"."customer_key"
+        FROM {{ contact.table|table }} AS "ct"
+        JOIN "stack_locations" AS "sl" ON "ct".{{ contact.location|ident }} = "sl"."location_key"
     ), "stack_counts" AS (
-        SELECT "l".{{ location.customer|ident }} AS "customer_key", count(*) AS "locations", 0 AS "contacts"
-        FROM {{ location.table|table }} AS "l"
-        WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
-        GROUP BY 1
+        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "stack_locations" GROUP BY 1
         UNION ALL
-        SELECT "l".{{ location.customer|ident }}, 0, count(*)
-        FROM {{ location.table|table }} AS "l"
-        JOIN {{ contact.table|table }} AS "ct" ON "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
-        WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
+        SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
+{% for owned_table in owned %}
+        UNION ALL
+        SELECT {{ "\"o\"." ~ (owned_table.column|ident) if owned_table.references == "customer" else "\"p\".\"customer_key\"" }}, 'owned {{ loop.index }}', count(*)
+        FROM {{ owned_table.table|table }} AS "o"
+{% if owned_table.references == "location" %}
+        JOIN "stack_locations" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."location_key"
+{% elif owned_table.references == "contact" %}
+        JOIN "stack_contacts" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."contact_key"
+{% else %}
+        WHERE "o".{{ owned_table.column|ident }} = ANY (p_customer_keys)
+{% endif %}
         GROUP BY 1
-    ), "missing" AS (
-        -- customers with a row that exists but is not locked by us
-        SELECT "customer_key"
-        FROM (
-            SELECT "customer_key", sum("locations") AS "locations", sum("contacts") AS "contacts" FROM "stack_counts" GROUP BY 1
-        ) AS "stack"
-        LEFT JOIN (
-            SELECT "customer_key", sum("locations") AS "locations", sum("contacts") AS "contacts" FROM "locked_counts" GROUP BY 1
-        ) AS "locked" USING ("customer_key")
-        WHERE "stack"."locations" IS DISTINCT FROM "locked"."locations"
-           OR "stack"."contacts" IS DISTINCT FROM coalesce("locked"."contacts", 0)
+{% endfor %}
     )
-    SELECT coalesce(array_agg("k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
+    SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
     FROM unnest(p_customer_keys) AS "k"("customer_key")
-    WHERE NOT EXISTS (SELECT 1 FROM "missing" AS "m" WHERE "m"."customer_key" = "k"."customer_key");
+    WHERE NOT EXISTS (
+        -- a part of this stack with a row that exists but is not locked by us
+        SELECT 1
+        FROM "stack_counts" AS "s"
+        LEFT JOIN "locked_counts" AS "held"
+            ON "held"."customer_key" = "s"."customer_key" AND "held"."part" = "s"."part"
+        WHERE "s"."customer_key" = "k"."customer_key"
+          AND "held"."n" IS DISTINCT FROM "s"."n"
+    );
 
     -- Delete, re-checking every rule: this statement's snapshot is newer than all our locks.
     WITH "batch" AS (
@@ -83,6 +114,24 @@ BEGIN
         FROM {{ customer.table|table }} AS "c"
         WHERE "c".{{ customer.key|ident }} = ANY (v_complete)
           AND {{ stack_is_eligible('"c"') | trim | indent(10) }}
+{% for owned_table in owned %}
+    ), "deleted_owned_{{ loop.index }}" AS (
+        DELETE FROM {{ owned_table.table|table }} AS "o"
+{% if owned_table.references == "customer" %}
+        USING "batch" AS "b"
+        WHERE "o".{{ owned_table.column|ident }} = "b"."customer_key"
+{% elif owned_table.references == "location" %}
+        USING {{ location.table|table }} AS "l", "batch" AS "b"
+        WHERE "o".{{ owned_table.column|ident }} = "l".{{ location.key|ident }}
+          AND "l".{{ location.customer|ident }} = "b"."customer_key"
+{% else %}
+        USING {{ contact.table|table }} AS "ct", {{ location.table|table }} AS "l", "batch" AS "b"
+        WHERE "o".{{ owned_table.column|ident }} = "ct".{{ contact.key|ident }}
+          AND "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
+          AND "l".{{ location.customer|ident }} = "b"."customer_key"
+{% endif %}
+        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("o".*) END AS "row"
+{% endfor %}
     ), "deleted_contacts" AS (
         DELETE FROM {{ contact.table|table }} AS "ct"
         USING {{ location.table|table }} AS "l", "batch" AS "b"
@@ -100,14 +149,27 @@ BEGIN
         WHERE "c".{{ customer.key|ident }} = "b"."customer_key"
         RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("c".*) END AS "row"
     ), "archived" AS (
-        INSERT INTO {{ schema|ident }}."purged" ("run_id", "customer_id", "customer", "locations", "contacts")
+        INSERT INTO {{ schema|ident }}."purged" ("run_id", "customer_id", "customer", "locations", "contacts", "owned")
         SELECT p_run_id, "dc"."customer_key"::text, "dc"."row",
-               coalesce("dl"."rows", '[]'::json), coalesce("dct"."rows", '[]'::json)
+               coalesce("dl"."rows", '[]'::json), coalesce("dct"."rows", '[]'::json),
+{% if owned %}
+               json_build_object(
+{% for owned_table in owned %}
+                   {{ owned_table.name|literal }}, coalesce("do{{ loop.index }}"."rows", '[]'::json){{ "," if not loop.last }}
+{% endfor %}
+               )
+{% else %}
+               '{}'::json
+{% endif %}
         FROM "deleted_customers" AS "dc"
         LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_locations" GROUP BY 1) AS "dl"
             USING ("customer_key")
         LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_contacts" GROUP BY 1) AS "dct"
             USING ("customer_key")
+{% for owned_table in owned %}
+        LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_owned_{{ loop.index }}" GROUP BY 1) AS "do{{ loop.index }}"
+            USING ("customer_key")
+{% endfor %}
         WHERE p_archive
         RETURNING 1
     )
@@ -128,6 +190,8 @@ BEGIN
                         cardinality(p_customer_keys), v_customers, v_locations, v_contacts;
 END;
 $function$;
+
+REVOKE ALL ON FUNCTION {{ schema|ident }}."_purge_locked_stacks"(bigint, boolean, anyarray) FROM PUBLIC;
 
 COMMENT ON FUNCTION {{ schema|ident }}."_purge_locked_stacks"(bigint, boolean, anyarray) IS
     'adhoc-gc internal: locks and deletes the stacks of customers locked by purge_batch. Do not call directly.';

@@ -11,6 +11,7 @@ CREATE OR REPLACE FUNCTION {{ schema|ident }}."_start_run"(
 )
 RETURNS bigint
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
     UPDATE {{ schema|ident }}."runs"
@@ -24,6 +25,8 @@ AS $function$
     VALUES (p_trigger, p_batch_size, p_max_batches, p_max_runtime, p_archive, {{ fingerprint|literal }})
     RETURNING "id";
 $function$;
+
+REVOKE ALL ON FUNCTION {{ schema|ident }}."_start_run"(text, integer, integer, interval, boolean) FROM PUBLIC;
 
 COMMENT ON FUNCTION {{ schema|ident }}."_start_run"(text, integer, integer, interval, boolean) IS
     'adhoc-gc internal: records a new purge run (marking runs of dead sessions abandoned) and returns its id.';

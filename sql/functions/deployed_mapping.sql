@@ -1,5 +1,6 @@
 -- deployed_mapping: the fingerprint of the mapping these objects were rendered from, so a
--- runner holding a different mapping can refuse to purge with it.
+-- runner holding a different mapping can refuse to purge with it. Open to every role
+-- (PUBLIC keeps EXECUTE): it tells nothing about customers.
 CREATE OR REPLACE FUNCTION {{ schema|ident }}."deployed_mapping"()
 RETURNS TABLE ("fingerprint" text, "package_version" text)
 LANGUAGE sql

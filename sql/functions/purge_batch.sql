@@ -22,6 +22,7 @@ RETURNS TABLE (
     "contacts_deleted" integer
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
@@ -40,6 +41,11 @@ BEGIN
             current_setting('transaction_isolation')
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
+    -- The purge never waits on the application's row locks (SKIP LOCKED), but deleting owned
+    -- rows or cascading into unmapped tables could: bound that wait ([guard] lock_timeout).
+    PERFORM set_config('lock_timeout',
+                       (extract(epoch FROM {{ guard.lock_timeout|literal }}::interval) * 1000)::bigint::text || 'ms',
+                       true);
     SELECT "status" INTO v_status FROM {{ schema|ident }}."runs" WHERE "id" = p_run_id FOR UPDATE;
     IF v_status IS DISTINCT FROM 'running' THEN
         RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', p_run_id, coalesce(v_status, 'unknown')
@@ -75,6 +81,8 @@ BEGIN
     ) AS "r";
 END;
 $function$;
+
+REVOKE ALL ON FUNCTION {{ schema|ident }}."purge_batch"(bigint, text, integer, boolean) FROM PUBLIC;
 
 COMMENT ON FUNCTION {{ schema|ident }}."purge_batch"(bigint, text, integer, boolean) IS
     'adhoc-gc: deletes the next batch of eligible stacks after p_after_key (keyset order) for run p_run_id, re-checking every rule; returns the key to continue after. One call per transaction.';

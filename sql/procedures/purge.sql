@@ -1,30 +1,36 @@
 -- purge: the whole purge inside the database, for pg_cron or a person with psql:
 --   CALL adhoc_gc.purge(batch_size => 500, max_runtime => interval '10 minutes');
--- The same batches, lock and run records as the Python runner: it loops over purge_batch
--- and COMMITs after every batch, so a long purge never holds one huge transaction.
--- Must be called on its own (not inside BEGIN ... COMMIT), and as pg_cron's whole command.
--- It takes no SET clause (search_path): a procedure with one cannot COMMIT; every name in
--- it is schema-qualified instead.
+-- The same batches, lock, checks and run records as the Python runner: it loops over
+-- purge_batch and COMMITs after every batch, so a long purge never holds one huge
+-- transaction. Must be called on its own (not inside BEGIN ... COMMIT), and as pg_cron's
+-- whole job command.
+-- A procedure that COMMITs can neither be SECURITY DEFINER nor carry a SET search_path
+-- clause, so it runs as its caller and every name in it is schema-qualified, operators
+-- included (OPERATOR(pg_catalog.>=)): objects planted in other schemas are never used. The
+-- privileged work happens in the SECURITY DEFINER functions it calls.
 CREATE OR REPLACE PROCEDURE {{ schema|ident }}."purge"(
     batch_size integer DEFAULT 500,
     max_batches integer DEFAULT NULL,
     max_runtime interval DEFAULT interval '10 minutes',
     pause interval DEFAULT interval '0',
     archive boolean DEFAULT true,
-    "trigger" text DEFAULT NULL
+    "trigger" text DEFAULT NULL,
+    force boolean DEFAULT false
 )
 LANGUAGE plpgsql
 AS $procedure$
 DECLARE
     v_trigger text := coalesce(
         "purge"."trigger",
-        CASE WHEN pg_catalog.current_setting('application_name') = 'pg_cron' THEN 'pg_cron' ELSE 'sql' END
+        CASE WHEN pg_catalog.current_setting('application_name') OPERATOR(pg_catalog.=) 'pg_cron'
+             THEN 'pg_cron' ELSE 'sql' END
     );
     v_run_id bigint;
     v_after_key text;
     v_batch record;
     v_batches integer := 0;
     v_deadline timestamptz;
+    v_refusal text;
     v_error text;
     v_sqlstate text;
 BEGIN
@@ -33,25 +39,43 @@ BEGIN
         RAISE NOTICE 'adhoc-gc: this server is a standby; purge skipped';
         RETURN;
     END IF;
-    IF "purge"."batch_size" IS NULL OR "purge"."batch_size" < 1 THEN
+    IF "purge"."batch_size" IS NULL OR "purge"."batch_size" OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'adhoc-gc: batch_size must be a positive integer, not %', "purge"."batch_size"
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT {{ schema|ident }}."_try_purge_lock"() THEN
-        PERFORM {{ schema|ident }}."_record_skipped_run"(v_trigger, "purge"."batch_size",
-                                                       'another purge is running');
+        PERFORM {{ schema|ident }}."_record_unstarted_run"(v_trigger, "purge"."batch_size", 'skipped',
+                                                         'another purge is running');
         RAISE NOTICE 'adhoc-gc: another purge is running; this one is skipped';
         RETURN;
+    END IF;
+
+    SELECT pg_catalog.string_agg(pg_catalog.format(
+               'foreign key %I on %I.%I (%s) references the %s table and is neither a blocker nor owned',
+               "fk"."constraint_name", "fk"."schema", "fk"."table",
+               pg_catalog.array_to_string("fk"."columns", ', '), "fk"."references"), '; ')
+    INTO v_refusal
+    FROM {{ schema|ident }}."_unmapped_foreign_keys"() AS "fk";
+    IF v_refusal IS NULL THEN
+        v_refusal := {{ schema|ident }}."_guard_refusal"("purge"."force");
+    END IF;
+    IF v_refusal IS NOT NULL THEN
+        PERFORM {{ schema|ident }}."_record_unstarted_run"(v_trigger, "purge"."batch_size", 'refused', v_refusal);
+        PERFORM {{ schema|ident }}."_release_purge_lock"();
+        COMMIT;
+        -- An error, so that pg_cron's job_run_details shows it too.
+        RAISE EXCEPTION 'adhoc-gc: purge refused: %', v_refusal USING ERRCODE = 'check_violation';
     END IF;
 
     v_run_id := {{ schema|ident }}."_start_run"(v_trigger, "purge"."batch_size", "purge"."max_batches",
                                                "purge"."max_runtime", "purge"."archive");
     COMMIT;
-    v_deadline := pg_catalog.clock_timestamp() + "purge"."max_runtime";
+    v_deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "purge"."max_runtime";
 
     LOOP
-        EXIT WHEN "purge"."max_batches" IS NOT NULL AND v_batches >= "purge"."max_batches";
-        EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() >= v_deadline;
+        EXIT WHEN "purge"."max_batches" IS NOT NULL
+              AND v_batches OPERATOR(pg_catalog.>=) "purge"."max_batches";
+        EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_deadline;
         BEGIN
             SELECT * INTO v_batch
             FROM {{ schema|ident }}."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
@@ -68,9 +92,9 @@ BEGIN
         END IF;
         COMMIT;
         EXIT WHEN v_batch."done";
-        v_batches := v_batches + 1;
+        v_batches := v_batches OPERATOR(pg_catalog.+) 1;
         v_after_key := v_batch."next_after_key";
-        IF "purge"."pause" > interval '0' THEN
+        IF "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
             PERFORM pg_catalog.pg_sleep_for("purge"."pause");
         END IF;
     END LOOP;
@@ -82,5 +106,7 @@ BEGIN
 END;
 $procedure$;
 
-COMMENT ON PROCEDURE {{ schema|ident }}."purge"(integer, integer, interval, interval, boolean, text) IS
-    'adhoc-gc: purges in batches of batch_size, committing after each, until no candidate is left, max_batches or max_runtime; one purge at a time. CALL it on its own (pg_cron: as the whole job command).';
+REVOKE ALL ON PROCEDURE {{ schema|ident }}."purge"(integer, integer, interval, interval, boolean, text, boolean) FROM PUBLIC;
+
+COMMENT ON PROCEDURE {{ schema|ident }}."purge"(integer, integer, interval, interval, boolean, text, boolean) IS
+    'adhoc-gc: purges in batches of batch_size, committing after each, until no candidate is left, max_batches or max_runtime; one purge at a time; refuses while the foreign-key audit or a [guard] cap objects (force => true passes the cap). CALL it on its own (pg_cron: as the whole job command).';

@@ -295,6 +295,7 @@ def role(pg_server, ref_db):
                 conn.execute(f'GRANT USAGE ON SCHEMA adhoc_gc TO "{name}"')
                 conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA adhoc_gc TO "{name}"')
                 conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{name}"')
+                conn.execute(f'GRANT EXECUTE ON FUNCTION adhoc_gc.explain_customer(text) TO "{name}"')
         return make_conninfo(ref_db, user=name)
 
     yield make

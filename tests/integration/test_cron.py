@@ -43,12 +43,16 @@ def test_call_purge_stops_at_max_batches(ref_conn):
 
 def test_a_failing_batch_fails_the_run_and_releases_the_lock(ref_db, ref_conn):
     add_stack(ref_conn)
-    # A blocker column renamed under the deployed functions: the batch's re-check cannot run.
-    ref_conn.execute("ALTER TABLE devices RENAME COLUMN location_id TO site_id")
-    with pytest.raises(psycopg.errors.UndefinedColumn):
+    # The application refuses the delete (a trigger): the batch fails.
+    ref_conn.execute("""
+        CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'contacts are kept by policy' USING ERRCODE = 'raise_exception'; END $$;
+        CREATE TRIGGER keep_contacts BEFORE DELETE ON contacts FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+    """)
+    with pytest.raises(psycopg.errors.RaiseException):
         ref_conn.execute("CALL adhoc_gc.purge(batch_size => 10)")
     status, error = ref_conn.execute("SELECT status, error FROM adhoc_gc.runs").fetchone()
-    assert status == "failed" and "location_id" in error
+    assert status == "failed" and "contacts are kept by policy" in error
     assert ref_conn.execute("SELECT adhoc_gc._try_purge_lock()").fetchone()[0], "lock still held"
 
 

@@ -1,6 +1,12 @@
 -- name: apply_retention
 SELECT "runs_deleted", "purged_deleted" FROM "adhoc_gc"."_apply_retention"()
 
+-- name: batch_statement_timeout
+-- Before each batch, in its transaction: how long one batch may run ([guard] statement_timeout).
+SELECT set_config('statement_timeout',
+                  (extract(epoch FROM '5 minutes'::interval) * 1000)::bigint::text || 'ms',
+                  true)
+
 -- name: count_candidates
 SELECT count(*) FROM "adhoc_gc"."candidates"
 
@@ -58,12 +64,7 @@ WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "a"."attname"
 
 -- name: explain_customer
 -- The customer row as adhoc-gc sees it: whether it exists and is ad hoc.
-SELECT
-    "c"."id"::text AS "customer_id",
-    "c"."is_adhoc" IS TRUE AS "adhoc",
-    "c"."is_adhoc"::text AS "adhoc_value"
-FROM "public"."customers" AS "c"
-WHERE "c"."id" = %(customer_id)s
+SELECT "customer_id", "adhoc", "adhoc_value" FROM "adhoc_gc"."explain_customer"(%(customer_id)s)
 
 -- name: explain_eligibility
 SELECT "eligible", "eligible_at", "last_activity_at", "last_login_at", "blocked_by",
@@ -73,6 +74,9 @@ WHERE "customer_id" = %(customer_id)s
 
 -- name: finish_run
 SELECT "adhoc_gc"."_finish_run"(%(run_id)s, %(status)s, %(error)s)
+
+-- name: guard_refusal
+SELECT "adhoc_gc"."_guard_refusal"(%(force)s)
 
 -- name: in_recovery
 SELECT pg_is_in_recovery()
@@ -111,11 +115,21 @@ FROM "adhoc_gc"."eligibility"
 SELECT "next_after_key", "done", "examined", "customers_deleted", "locations_deleted", "contacts_deleted"
 FROM "adhoc_gc"."purge_batch"(%(run_id)s, %(after_key)s, %(batch_size)s, %(archive)s)
 
--- name: record_skipped_run
-SELECT "adhoc_gc"."_record_skipped_run"(%(trigger)s, %(batch_size)s, %(reason)s)
+-- name: record_unstarted_run
+SELECT "adhoc_gc"."_record_unstarted_run"(%(trigger)s, %(batch_size)s, %(status)s, %(reason)s)
 
 -- name: release_purge_lock
 SELECT "adhoc_gc"."_release_purge_lock"()
+
+-- name: restore
+SELECT "stacks", "customers", "locations", "contacts", "owned_rows"
+FROM "adhoc_gc"."restore"(%(run_id)s, %(customer_id)s)
+
+-- name: role_exists
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s)
+
+-- name: role_table_privilege
+SELECT has_table_privilege(%(role)s, format('%%I.%%I', %(schema)s::text, %(table)s::text), %(privilege)s)
 
 -- name: start_run
 SELECT "adhoc_gc"."_start_run"(%(trigger)s, %(batch_size)s, %(max_batches)s, %(max_runtime)s, %(archive)s)
@@ -147,4 +161,64 @@ WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s
 
 -- name: try_purge_lock
 SELECT "adhoc_gc"."_try_purge_lock"()
+
+-- name: unmapped_foreign_keys
+-- Run by deploy before anything is written (purges call _unmapped_foreign_keys()).
+WITH "mapped" ("schema", "table", "column", "target_schema", "target_table") AS (
+    VALUES
+        ('public', 'locations', 'customer_id',
+         'public', 'customers'),
+        ('public', 'contacts', 'location_id',
+         'public', 'locations')
+        , ('public', 'cases', 'location_id',
+           'public', 'locations')
+        , ('public', 'cases', 'contact_id',
+           'public', 'contacts')
+        , ('public', 'devices', 'location_id',
+           'public', 'locations')
+), "stack_tables" ("part", "schema", "table") AS (
+    VALUES ('customer', 'public', 'customers'),
+           ('location', 'public', 'locations'),
+           ('contact', 'public', 'contacts')
+), "foreign_keys" AS (
+    SELECT
+        "con"."conname"::text AS "constraint_name",
+        "src_ns"."nspname"::text AS "schema",
+        "src"."relname"::text AS "table",
+        ARRAY(
+            SELECT "a"."attname"::text
+            FROM unnest("con"."conkey") WITH ORDINALITY AS "k"("attnum", "position")
+            JOIN pg_catalog.pg_attribute AS "a" ON "a"."attrelid" = "con"."conrelid" AND "a"."attnum" = "k"."attnum"
+            ORDER BY "k"."position"
+        ) AS "columns",
+        "st"."part" AS "references",
+        "st"."schema" AS "target_schema",
+        "st"."table" AS "target_table",
+        CASE "con"."confdeltype"
+            WHEN 'a' THEN 'NO ACTION' WHEN 'r' THEN 'RESTRICT' WHEN 'c' THEN 'CASCADE'
+            WHEN 'n' THEN 'SET NULL' WHEN 'd' THEN 'SET DEFAULT'
+        END AS "on_delete"
+    FROM pg_catalog.pg_constraint AS "con"
+    JOIN pg_catalog.pg_class AS "src" ON "src"."oid" = "con"."conrelid"
+    JOIN pg_catalog.pg_namespace AS "src_ns" ON "src_ns"."oid" = "src"."relnamespace"
+    JOIN pg_catalog.pg_class AS "tgt" ON "tgt"."oid" = "con"."confrelid"
+    JOIN pg_catalog.pg_namespace AS "tgt_ns" ON "tgt_ns"."oid" = "tgt"."relnamespace"
+    JOIN "stack_tables" AS "st" ON "st"."schema" = "tgt_ns"."nspname" AND "st"."table" = "tgt"."relname"
+    WHERE "con"."contype" = 'f'
+      -- a partition's copy of its parent's key is audited once, on the parent
+      AND "con"."conparentid" = 0
+)
+SELECT "fk"."constraint_name", "fk"."schema", "fk"."table", "fk"."columns", "fk"."references",
+       "fk"."target_schema", "fk"."target_table", "fk"."on_delete"
+FROM "foreign_keys" AS "fk"
+WHERE NOT EXISTS (
+    SELECT 1 FROM "mapped" AS "m"
+    WHERE cardinality("fk"."columns") = 1
+      AND "m"."schema" = "fk"."schema" AND "m"."table" = "fk"."table" AND "m"."column" = "fk"."columns"[1]
+      AND "m"."target_schema" = "fk"."target_schema" AND "m"."target_table" = "fk"."target_table"
+)
+ORDER BY "fk"."schema", "fk"."table", "fk"."constraint_name"
+
+-- name: unmapped_foreign_keys_deployed
+SELECT * FROM "adhoc_gc"."_unmapped_foreign_keys"()
 

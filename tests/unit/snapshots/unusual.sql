@@ -1,4 +1,4 @@
--- adhoc-gc 0.1.0: rendered for mapping unusual.toml (fingerprint f96c8e19720f9afc)
+-- adhoc-gc 0.1.0: rendered for mapping unusual.toml (fingerprint 2457158d4cdf37dc)
 
 CREATE SCHEMA IF NOT EXISTS "GC Ops";
 
@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS "purged" (
     "purged_at" timestamptz NOT NULL DEFAULT now(),
     "customer" json NOT NULL,
     "locations" json NOT NULL,
-    "contacts" json NOT NULL
+    "contacts" json NOT NULL,
+    "owned" json NOT NULL DEFAULT '{}',  -- {"owned table name": [rows]} for [[owned]] tables
+    "restored_at" timestamptz  -- set by adhoc-gc restore when the rows went back
 );
 
 CREATE INDEX IF NOT EXISTS "purged_run_id_idx" ON "purged" ("run_id");
@@ -56,6 +58,7 @@ BEGIN;
 CREATE OR REPLACE FUNCTION "GC Ops"."_apply_retention"()
 RETURNS TABLE ("runs_deleted" bigint, "purged_deleted" bigint)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
@@ -74,6 +77,8 @@ BEGIN
 END;
 $function$;
 
+REVOKE ALL ON FUNCTION "GC Ops"."_apply_retention"() FROM PUBLIC;
+
 COMMENT ON FUNCTION "GC Ops"."_apply_retention"() IS
     'adhoc-gc internal: deletes run records and archived rows older than the [retention] settings.';
 
@@ -85,6 +90,7 @@ CREATE OR REPLACE FUNCTION "GC Ops"."_finish_run"(
 )
 RETURNS void
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
     UPDATE "GC Ops"."runs"
@@ -92,14 +98,38 @@ AS $function$
     WHERE "id" = p_run_id;
 $function$;
 
+REVOKE ALL ON FUNCTION "GC Ops"."_finish_run"(bigint, text, text) FROM PUBLIC;
+
 COMMENT ON FUNCTION "GC Ops"."_finish_run"(bigint, text, text) IS
     'adhoc-gc internal: closes a purge run with its final status.';
 
+-- _guard_refusal: why this run must not delete anything, or NULL to go ahead. A run whose
+-- candidates exceed [guard] max_customers_per_run, or max_fraction_of_adhoc of all ad-hoc
+-- customers, is refused as a whole: that many at once smells of a wrong mapping or policy.
+-- p_force skips the check (adhoc-gc purge --force).
+CREATE OR REPLACE FUNCTION "GC Ops"."_guard_refusal"(p_force boolean)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+BEGIN
+    -- No cap configured in [guard].
+    RETURN NULL;
+END;
+$function$;
+
+REVOKE ALL ON FUNCTION "GC Ops"."_guard_refusal"(boolean) FROM PUBLIC;
+
+COMMENT ON FUNCTION "GC Ops"."_guard_refusal"(boolean) IS
+    'adhoc-gc internal: the reason a purge run must be refused under [guard], or NULL.';
+
 -- _purge_locked_stacks: the second half of purge_batch. p_customer_keys are customers the
--- calling statement has locked, in key order. Locks their locations and contacts (skipping
--- rows others hold: such a stack is left for a later run), then deletes the complete stacks
--- that still pass every rule under this statement's fresh snapshot, archives and counts them.
--- Polymorphic in the key type, so that the mapping's key types need not be known to render.
+-- calling statement has locked, in key order. Locks their locations, contacts and owned rows
+-- (skipping rows others hold: such a stack is left for a later run), then deletes the
+-- complete stacks that still pass every rule under this statement's fresh snapshot,
+-- archives and counts them. Polymorphic in the key type, so that the mapping's key types
+-- need not be known to render.
 CREATE OR REPLACE FUNCTION "GC Ops"."_purge_locked_stacks"(
     p_run_id bigint,
     p_archive boolean,
@@ -114,6 +144,7 @@ RETURNS TABLE (
     "contacts_deleted" integer
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
@@ -129,49 +160,48 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Lock the stacks' locations and contacts. A stack counts as complete only when every
-    -- one of its rows is locked by us; the counts are compared in full (GROUP BY reads the
-    -- locking CTEs to the end, so no lock is left untaken by an early exit).
+    -- Lock every other row of the stacks. A stack counts as complete only when every one
+    -- of its rows is locked by us: per customer and part, the rows locked are counted
+    -- against the rows there are. GROUP BY reads each locking CTE to the end, so no lock
+    -- is left untaken by an early exit.
     WITH "locked_locations" AS (
         SELECT "l"."standort_nr_zq" AS "location_key", "l"."kunde_ref_zq" AS "customer_key"
         FROM "Außen Zone"."Standort Zq" AS "l"
         WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
         FOR UPDATE OF "l" SKIP LOCKED
     ), "locked_contacts" AS (
-        SELECT "ll"."customer_key"
+        SELECT "ct"."kontakt_id_zq" AS "contact_key", "ll"."customer_key"
         FROM "Crm Zone"."kontakte_zq" AS "ct"
         JOIN "locked_locations" AS "ll" ON "ct"."standort_ref_zq" = "ll"."location_key"
         FOR UPDATE OF "ct" SKIP LOCKED
     ), "locked_counts" AS (
-        SELECT "customer_key", count(*) AS "locations", 0 AS "contacts" FROM "locked_locations" GROUP BY 1
+        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "locked_locations" GROUP BY 1
         UNION ALL
-        SELECT "customer_key", 0, count(*) FROM "locked_contacts" GROUP BY 1
+        SELECT "customer_key", 'contact', count(*) FROM "locked_contacts" GROUP BY 1
+    ), "stack_locations" AS (
+        SELECT "l"."standort_nr_zq" AS "location_key", "l"."kunde_ref_zq" AS "customer_key"
+        FROM "Außen Zone"."Standort Zq" AS "l"
+        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+    ), "stack_contacts" AS (
+        SELECT "ct"."kontakt_id_zq" AS "contact_key", "sl"."customer_key"
+        FROM "Crm Zone"."kontakte_zq" AS "ct"
+        JOIN "stack_locations" AS "sl" ON "ct"."standort_ref_zq" = "sl"."location_key"
     ), "stack_counts" AS (
-        SELECT "l"."kunde_ref_zq" AS "customer_key", count(*) AS "locations", 0 AS "contacts"
-        FROM "Außen Zone"."Standort Zq" AS "l"
-        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
-        GROUP BY 1
+        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "stack_locations" GROUP BY 1
         UNION ALL
-        SELECT "l"."kunde_ref_zq", 0, count(*)
-        FROM "Außen Zone"."Standort Zq" AS "l"
-        JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
-        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
-        GROUP BY 1
-    ), "missing" AS (
-        -- customers with a row that exists but is not locked by us
-        SELECT "customer_key"
-        FROM (
-            SELECT "customer_key", sum("locations") AS "locations", sum("contacts") AS "contacts" FROM "stack_counts" GROUP BY 1
-        ) AS "stack"
-        LEFT JOIN (
-            SELECT "customer_key", sum("locations") AS "locations", sum("contacts") AS "contacts" FROM "locked_counts" GROUP BY 1
-        ) AS "locked" USING ("customer_key")
-        WHERE "stack"."locations" IS DISTINCT FROM "locked"."locations"
-           OR "stack"."contacts" IS DISTINCT FROM coalesce("locked"."contacts", 0)
+        SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
     )
-    SELECT coalesce(array_agg("k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
+    SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
     FROM unnest(p_customer_keys) AS "k"("customer_key")
-    WHERE NOT EXISTS (SELECT 1 FROM "missing" AS "m" WHERE "m"."customer_key" = "k"."customer_key");
+    WHERE NOT EXISTS (
+        -- a part of this stack with a row that exists but is not locked by us
+        SELECT 1
+        FROM "stack_counts" AS "s"
+        LEFT JOIN "locked_counts" AS "held"
+            ON "held"."customer_key" = "s"."customer_key" AND "held"."part" = "s"."part"
+        WHERE "s"."customer_key" = "k"."customer_key"
+          AND "held"."n" IS DISTINCT FROM "s"."n"
+    );
 
     -- Delete, re-checking every rule: this statement's snapshot is newer than all our locks.
     WITH "batch" AS (
@@ -215,9 +245,10 @@ BEGIN
         WHERE "c"."kunde_nr_zq" = "b"."customer_key"
         RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("c".*) END AS "row"
     ), "archived" AS (
-        INSERT INTO "GC Ops"."purged" ("run_id", "customer_id", "customer", "locations", "contacts")
+        INSERT INTO "GC Ops"."purged" ("run_id", "customer_id", "customer", "locations", "contacts", "owned")
         SELECT p_run_id, "dc"."customer_key"::text, "dc"."row",
-               coalesce("dl"."rows", '[]'::json), coalesce("dct"."rows", '[]'::json)
+               coalesce("dl"."rows", '[]'::json), coalesce("dct"."rows", '[]'::json),
+               '{}'::json
         FROM "deleted_customers" AS "dc"
         LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_locations" GROUP BY 1) AS "dl"
             USING ("customer_key")
@@ -244,40 +275,82 @@ BEGIN
 END;
 $function$;
 
+REVOKE ALL ON FUNCTION "GC Ops"."_purge_locked_stacks"(bigint, boolean, anyarray) FROM PUBLIC;
+
 COMMENT ON FUNCTION "GC Ops"."_purge_locked_stacks"(bigint, boolean, anyarray) IS
     'adhoc-gc internal: locks and deletes the stacks of customers locked by purge_batch. Do not call directly.';
 
--- _record_skipped_run: a purge that did not run (another one holds the lock) still leaves
--- a row in runs, so its schedule can be seen to have fired.
-CREATE OR REPLACE FUNCTION "GC Ops"."_record_skipped_run"(
+-- _record_unstarted_run: a purge that did not start still leaves a row in runs, so its
+-- schedule can be seen to have fired: 'skipped' (another purge holds the lock) or
+-- 'refused' (a guard rail or the foreign-key audit stopped it), with the reason.
+CREATE OR REPLACE FUNCTION "GC Ops"."_record_unstarted_run"(
     p_trigger text,
     p_batch_size integer,
+    p_status text,
     p_reason text
 )
 RETURNS bigint
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
     INSERT INTO "GC Ops"."runs"
         ("trigger", "batch_size", "status", "finished_at", "error", "mapping_fingerprint")
-    VALUES (p_trigger, p_batch_size, 'skipped', clock_timestamp(), p_reason, 'f96c8e19720f9afc')
+    VALUES (p_trigger, p_batch_size, p_status, clock_timestamp(), p_reason, '2457158d4cdf37dc')
     RETURNING "id";
 $function$;
 
-COMMENT ON FUNCTION "GC Ops"."_record_skipped_run"(text, integer, text) IS
-    'adhoc-gc internal: records a purge that was skipped, with the reason.';
+REVOKE ALL ON FUNCTION "GC Ops"."_record_unstarted_run"(text, integer, text, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION "GC Ops"."_record_unstarted_run"(text, integer, text, text) IS
+    'adhoc-gc internal: records a purge that was skipped or refused, with the reason.';
 
 -- _release_purge_lock: gives back the lock _try_purge_lock took in this session.
 CREATE OR REPLACE FUNCTION "GC Ops"."_release_purge_lock"()
 RETURNS boolean
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
     SELECT pg_advisory_unlock(1633970275, hashtext('GC Ops'));
 $function$;
 
+REVOKE ALL ON FUNCTION "GC Ops"."_release_purge_lock"() FROM PUBLIC;
+
 COMMENT ON FUNCTION "GC Ops"."_release_purge_lock"() IS
     'adhoc-gc internal: releases the one-purge-at-a-time advisory lock held by this session.';
+
+-- _restore_rows: inserts archived rows (a JSON array of to_json(row) objects) back into
+-- p_table with their original keys. Columns are the table's current ones, less generated
+-- columns; keys absent from the JSON (columns added since) get NULL.
+CREATE OR REPLACE FUNCTION "GC Ops"."_restore_rows"(p_table regclass, p_rows json)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_columns text;
+    v_count bigint;
+BEGIN
+    IF p_rows IS NULL OR json_array_length(p_rows) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT string_agg(quote_ident("attname"), ', ' ORDER BY "attnum") INTO v_columns
+    FROM pg_attribute
+    WHERE "attrelid" = p_table AND "attnum" > 0 AND NOT "attisdropped" AND "attgenerated" = '';
+    EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM json_populate_recordset(NULL::%s, $1)',
+                   p_table, v_columns, v_columns, p_table)
+        USING p_rows;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END;
+$function$;
+
+REVOKE ALL ON FUNCTION "GC Ops"."_restore_rows"(regclass, json) FROM PUBLIC;
+
+COMMENT ON FUNCTION "GC Ops"."_restore_rows"(regclass, json) IS
+    'adhoc-gc internal: puts archived rows back into their table with their original keys.';
 
 -- _start_run: records a new purge run as running and returns its id. Call it holding the
 -- purge lock: any other run still marked running then belongs to a session that died
@@ -292,6 +365,7 @@ CREATE OR REPLACE FUNCTION "GC Ops"."_start_run"(
 )
 RETURNS bigint
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
     UPDATE "GC Ops"."runs"
@@ -302,9 +376,11 @@ AS $function$
 
     INSERT INTO "GC Ops"."runs"
         ("trigger", "batch_size", "max_batches", "max_runtime", "archive", "mapping_fingerprint")
-    VALUES (p_trigger, p_batch_size, p_max_batches, p_max_runtime, p_archive, 'f96c8e19720f9afc')
+    VALUES (p_trigger, p_batch_size, p_max_batches, p_max_runtime, p_archive, '2457158d4cdf37dc')
     RETURNING "id";
 $function$;
+
+REVOKE ALL ON FUNCTION "GC Ops"."_start_run"(text, integer, integer, interval, boolean) FROM PUBLIC;
 
 COMMENT ON FUNCTION "GC Ops"."_start_run"(text, integer, integer, interval, boolean) IS
     'adhoc-gc internal: records a new purge run (marking runs of dead sessions abandoned) and returns its id.';
@@ -315,28 +391,137 @@ COMMENT ON FUNCTION "GC Ops"."_start_run"(text, integer, integer, interval, bool
 CREATE OR REPLACE FUNCTION "GC Ops"."_try_purge_lock"()
 RETURNS boolean
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
     -- First key: 'adhc' in ASCII, so the lock is told apart from the application's own.
     SELECT pg_try_advisory_lock(1633970275, hashtext('GC Ops'));
 $function$;
 
+REVOKE ALL ON FUNCTION "GC Ops"."_try_purge_lock"() FROM PUBLIC;
+
 COMMENT ON FUNCTION "GC Ops"."_try_purge_lock"() IS
     'adhoc-gc internal: takes the one-purge-at-a-time advisory lock for this session, if free.';
 
+-- _unmapped_foreign_keys: the foreign-key audit (sql/macros/audit.sql). Every purge refuses
+-- to start while this returns a row.
+CREATE OR REPLACE FUNCTION "GC Ops"."_unmapped_foreign_keys"()
+RETURNS TABLE (
+    "constraint_name" text,
+    "schema" text,
+    "table" text,
+    "columns" text[],
+    "references" text,
+    "target_schema" text,
+    "target_table" text,
+    "on_delete" text
+)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+WITH "mapped" ("schema", "table", "column", "target_schema", "target_table") AS (
+    VALUES
+        ('Außen Zone', 'Standort Zq', 'kunde_ref_zq',
+         'Crm Zone', 'Kunden Zq'),
+        ('Crm Zone', 'kontakte_zq', 'standort_ref_zq',
+         'Außen Zone', 'Standort Zq')
+        , ('Crm Zone', 'Vertrag Zq', 'kunde_fk_zq',
+           'Crm Zone', 'Kunden Zq')
+        , ('Außen Zone', 'Zugang Zq', 'standort_fk_zq',
+           'Außen Zone', 'Standort Zq')
+        , ('public', 'geraete_zq', 'kontakt_fk_zq',
+           'Crm Zone', 'kontakte_zq')
+), "stack_tables" ("part", "schema", "table") AS (
+    VALUES ('customer', 'Crm Zone', 'Kunden Zq'),
+           ('location', 'Außen Zone', 'Standort Zq'),
+           ('contact', 'Crm Zone', 'kontakte_zq')
+), "foreign_keys" AS (
+    SELECT
+        "con"."conname"::text AS "constraint_name",
+        "src_ns"."nspname"::text AS "schema",
+        "src"."relname"::text AS "table",
+        ARRAY(
+            SELECT "a"."attname"::text
+            FROM unnest("con"."conkey") WITH ORDINALITY AS "k"("attnum", "position")
+            JOIN pg_catalog.pg_attribute AS "a" ON "a"."attrelid" = "con"."conrelid" AND "a"."attnum" = "k"."attnum"
+            ORDER BY "k"."position"
+        ) AS "columns",
+        "st"."part" AS "references",
+        "st"."schema" AS "target_schema",
+        "st"."table" AS "target_table",
+        CASE "con"."confdeltype"
+            WHEN 'a' THEN 'NO ACTION' WHEN 'r' THEN 'RESTRICT' WHEN 'c' THEN 'CASCADE'
+            WHEN 'n' THEN 'SET NULL' WHEN 'd' THEN 'SET DEFAULT'
+        END AS "on_delete"
+    FROM pg_catalog.pg_constraint AS "con"
+    JOIN pg_catalog.pg_class AS "src" ON "src"."oid" = "con"."conrelid"
+    JOIN pg_catalog.pg_namespace AS "src_ns" ON "src_ns"."oid" = "src"."relnamespace"
+    JOIN pg_catalog.pg_class AS "tgt" ON "tgt"."oid" = "con"."confrelid"
+    JOIN pg_catalog.pg_namespace AS "tgt_ns" ON "tgt_ns"."oid" = "tgt"."relnamespace"
+    JOIN "stack_tables" AS "st" ON "st"."schema" = "tgt_ns"."nspname" AND "st"."table" = "tgt"."relname"
+    WHERE "con"."contype" = 'f'
+      -- a partition's copy of its parent's key is audited once, on the parent
+      AND "con"."conparentid" = 0
+)
+SELECT "fk"."constraint_name", "fk"."schema", "fk"."table", "fk"."columns", "fk"."references",
+       "fk"."target_schema", "fk"."target_table", "fk"."on_delete"
+FROM "foreign_keys" AS "fk"
+WHERE NOT EXISTS (
+    SELECT 1 FROM "mapped" AS "m"
+    WHERE cardinality("fk"."columns") = 1
+      AND "m"."schema" = "fk"."schema" AND "m"."table" = "fk"."table" AND "m"."column" = "fk"."columns"[1]
+      AND "m"."target_schema" = "fk"."target_schema" AND "m"."target_table" = "fk"."target_table"
+)
+ORDER BY "fk"."schema", "fk"."table", "fk"."constraint_name"
+$function$;
+
+REVOKE ALL ON FUNCTION "GC Ops"."_unmapped_foreign_keys"() FROM PUBLIC;
+
+COMMENT ON FUNCTION "GC Ops"."_unmapped_foreign_keys"() IS
+    'adhoc-gc internal: foreign keys pointing at the stack tables that the mapping neither maps as a blocker nor as owned.';
+
 -- deployed_mapping: the fingerprint of the mapping these objects were rendered from, so a
--- runner holding a different mapping can refuse to purge with it.
+-- runner holding a different mapping can refuse to purge with it. Open to every role
+-- (PUBLIC keeps EXECUTE): it tells nothing about customers.
 CREATE OR REPLACE FUNCTION "GC Ops"."deployed_mapping"()
 RETURNS TABLE ("fingerprint" text, "package_version" text)
 LANGUAGE sql
 IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $function$
-    SELECT 'f96c8e19720f9afc'::text, '0.1.0'::text;
+    SELECT '2457158d4cdf37dc'::text, '0.1.0'::text;
 $function$;
 
 COMMENT ON FUNCTION "GC Ops"."deployed_mapping"() IS
     'adhoc-gc: fingerprint of the mapping the deployed views and functions were rendered from.';
+
+-- explain_customer: whether a customer exists and was created ad hoc, for `adhoc-gc explain`
+-- (the eligibility view has rows for ad-hoc customers only). SECURITY DEFINER so that an
+-- analyst or operator needs no privilege on the customer table itself.
+CREATE OR REPLACE FUNCTION "GC Ops"."explain_customer"(p_customer_id text)
+RETURNS TABLE ("customer_id" text, "adhoc" boolean, "adhoc_value" text)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    -- Assigning the text converts it to the key's own type, so the lookup uses the key's index.
+    v_key "Crm Zone"."Kunden Zq"."kunde_nr_zq"%TYPE := p_customer_id;
+BEGIN
+    RETURN QUERY
+    SELECT "c"."kunde_nr_zq"::text, "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat'), "c"."Herkunft_Zq"::text
+    FROM "Crm Zone"."Kunden Zq" AS "c"
+    WHERE "c"."kunde_nr_zq" = v_key;
+END;
+$function$;
+
+REVOKE ALL ON FUNCTION "GC Ops"."explain_customer"(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION "GC Ops"."explain_customer"(text) IS
+    'adhoc-gc: whether the customer with this key exists and was created ad hoc (for adhoc-gc explain).';
 
 -- purge_batch: deletes the next batch of eligible stacks after p_after_key (keyset order)
 -- and records it in the run p_run_id. Call it once per transaction; the caller commits.
@@ -361,6 +546,7 @@ RETURNS TABLE (
     "contacts_deleted" integer
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
@@ -379,6 +565,11 @@ BEGIN
             current_setting('transaction_isolation')
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
+    -- The purge never waits on the application's row locks (SKIP LOCKED), but deleting owned
+    -- rows or cascading into unmapped tables could: bound that wait ([guard] lock_timeout).
+    PERFORM set_config('lock_timeout',
+                       (extract(epoch FROM '5 seconds'::interval) * 1000)::bigint::text || 'ms',
+                       true);
     SELECT "status" INTO v_status FROM "GC Ops"."runs" WHERE "id" = p_run_id FOR UPDATE;
     IF v_status IS DISTINCT FROM 'running' THEN
         RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', p_run_id, coalesce(v_status, 'unknown')
@@ -434,36 +625,105 @@ BEGIN
 END;
 $function$;
 
+REVOKE ALL ON FUNCTION "GC Ops"."purge_batch"(bigint, text, integer, boolean) FROM PUBLIC;
+
 COMMENT ON FUNCTION "GC Ops"."purge_batch"(bigint, text, integer, boolean) IS
     'adhoc-gc: deletes the next batch of eligible stacks after p_after_key (keyset order) for run p_run_id, re-checking every rule; returns the key to continue after. One call per transaction.';
 
+-- restore: puts archived stacks back, with their original keys, in one transaction: all
+-- stacks of run p_run_id, or the stack of customer p_customer_id (or both filters at once).
+-- Refuses the whole restore if any key is taken again. The archive rows are marked
+-- restored_at, so a stack is not restored twice.
+CREATE OR REPLACE FUNCTION "GC Ops"."restore"(p_run_id bigint, p_customer_id text)
+RETURNS TABLE ("stacks" bigint, "customers" bigint, "locations" bigint, "contacts" bigint, "owned_rows" bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    v_stacks bigint;
+    v_customers bigint;
+    v_locations bigint;
+    v_contacts bigint;
+    v_owned bigint := 0;
+    v_message text;
+    v_detail text;
+BEGIN
+    IF p_run_id IS NULL AND p_customer_id IS NULL THEN
+        RAISE EXCEPTION 'adhoc-gc: restore needs a run id or a customer key' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    CREATE TEMPORARY TABLE "adhoc_gc_restoring" ON COMMIT DROP AS
+    SELECT "p".*
+    FROM "GC Ops"."purged" AS "p"
+    WHERE (p_run_id IS NULL OR "p"."run_id" = p_run_id)
+      AND (p_customer_id IS NULL OR "p"."customer_id" = p_customer_id)
+      AND "p"."restored_at" IS NULL;
+    SELECT count(*) INTO v_stacks FROM pg_temp."adhoc_gc_restoring";
+    IF v_stacks = 0 THEN
+        RAISE EXCEPTION 'adhoc-gc: nothing to restore for run %, customer % (never archived, already restored, or past [retention])',
+            coalesce(p_run_id::text, 'any'), coalesce(p_customer_id, 'any')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    BEGIN
+        -- Parents first, so the foreign keys hold at every step.
+        v_customers := "GC Ops"."_restore_rows"('"Crm Zone"."Kunden Zq"'::regclass,
+            (SELECT json_agg("r"."customer") FROM pg_temp."adhoc_gc_restoring" AS "r"));
+        v_locations := "GC Ops"."_restore_rows"('"Außen Zone"."Standort Zq"'::regclass,
+            (SELECT json_agg("row") FROM pg_temp."adhoc_gc_restoring" AS "r", json_array_elements("r"."locations") AS "row"));
+        v_contacts := "GC Ops"."_restore_rows"('"Crm Zone"."kontakte_zq"'::regclass,
+            (SELECT json_agg("row") FROM pg_temp."adhoc_gc_restoring" AS "r", json_array_elements("r"."contacts") AS "row"));
+    EXCEPTION WHEN unique_violation THEN
+        GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION 'adhoc-gc: cannot restore: a key is taken again (%: %); nothing was restored',
+            v_message, v_detail USING ERRCODE = 'unique_violation';
+    END;
+    UPDATE "GC Ops"."purged" AS "p"
+    SET "restored_at" = now()
+    FROM pg_temp."adhoc_gc_restoring" AS "r"
+    WHERE "p"."run_id" = "r"."run_id" AND "p"."customer_id" = "r"."customer_id" AND "p"."restored_at" IS NULL;
+    DROP TABLE pg_temp."adhoc_gc_restoring";
+    RETURN QUERY SELECT v_stacks, v_customers, v_locations, v_contacts, v_owned;
+END;
+$function$;
+
+REVOKE ALL ON FUNCTION "GC Ops"."restore"(bigint, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION "GC Ops"."restore"(bigint, text) IS
+    'adhoc-gc: puts archived stacks back with their original keys (a run, a customer, or both filters), all or nothing; refuses if a key is taken again.';
+
 -- purge: the whole purge inside the database, for pg_cron or a person with psql:
 --   CALL adhoc_gc.purge(batch_size => 500, max_runtime => interval '10 minutes');
--- The same batches, lock and run records as the Python runner: it loops over purge_batch
--- and COMMITs after every batch, so a long purge never holds one huge transaction.
--- Must be called on its own (not inside BEGIN ... COMMIT), and as pg_cron's whole command.
--- It takes no SET clause (search_path): a procedure with one cannot COMMIT; every name in
--- it is schema-qualified instead.
+-- The same batches, lock, checks and run records as the Python runner: it loops over
+-- purge_batch and COMMITs after every batch, so a long purge never holds one huge
+-- transaction. Must be called on its own (not inside BEGIN ... COMMIT), and as pg_cron's
+-- whole job command.
+-- A procedure that COMMITs can neither be SECURITY DEFINER nor carry a SET search_path
+-- clause, so it runs as its caller and every name in it is schema-qualified, operators
+-- included (OPERATOR(pg_catalog.>=)): objects planted in other schemas are never used. The
+-- privileged work happens in the SECURITY DEFINER functions it calls.
 CREATE OR REPLACE PROCEDURE "GC Ops"."purge"(
     batch_size integer DEFAULT 500,
     max_batches integer DEFAULT NULL,
     max_runtime interval DEFAULT interval '10 minutes',
     pause interval DEFAULT interval '0',
     archive boolean DEFAULT true,
-    "trigger" text DEFAULT NULL
+    "trigger" text DEFAULT NULL,
+    force boolean DEFAULT false
 )
 LANGUAGE plpgsql
 AS $procedure$
 DECLARE
     v_trigger text := coalesce(
         "purge"."trigger",
-        CASE WHEN pg_catalog.current_setting('application_name') = 'pg_cron' THEN 'pg_cron' ELSE 'sql' END
+        CASE WHEN pg_catalog.current_setting('application_name') OPERATOR(pg_catalog.=) 'pg_cron'
+             THEN 'pg_cron' ELSE 'sql' END
     );
     v_run_id bigint;
     v_after_key text;
     v_batch record;
     v_batches integer := 0;
     v_deadline timestamptz;
+    v_refusal text;
     v_error text;
     v_sqlstate text;
 BEGIN
@@ -472,25 +732,43 @@ BEGIN
         RAISE NOTICE 'adhoc-gc: this server is a standby; purge skipped';
         RETURN;
     END IF;
-    IF "purge"."batch_size" IS NULL OR "purge"."batch_size" < 1 THEN
+    IF "purge"."batch_size" IS NULL OR "purge"."batch_size" OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'adhoc-gc: batch_size must be a positive integer, not %', "purge"."batch_size"
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT "GC Ops"."_try_purge_lock"() THEN
-        PERFORM "GC Ops"."_record_skipped_run"(v_trigger, "purge"."batch_size",
-                                                       'another purge is running');
+        PERFORM "GC Ops"."_record_unstarted_run"(v_trigger, "purge"."batch_size", 'skipped',
+                                                         'another purge is running');
         RAISE NOTICE 'adhoc-gc: another purge is running; this one is skipped';
         RETURN;
+    END IF;
+
+    SELECT pg_catalog.string_agg(pg_catalog.format(
+               'foreign key %I on %I.%I (%s) references the %s table and is neither a blocker nor owned',
+               "fk"."constraint_name", "fk"."schema", "fk"."table",
+               pg_catalog.array_to_string("fk"."columns", ', '), "fk"."references"), '; ')
+    INTO v_refusal
+    FROM "GC Ops"."_unmapped_foreign_keys"() AS "fk";
+    IF v_refusal IS NULL THEN
+        v_refusal := "GC Ops"."_guard_refusal"("purge"."force");
+    END IF;
+    IF v_refusal IS NOT NULL THEN
+        PERFORM "GC Ops"."_record_unstarted_run"(v_trigger, "purge"."batch_size", 'refused', v_refusal);
+        PERFORM "GC Ops"."_release_purge_lock"();
+        COMMIT;
+        -- An error, so that pg_cron's job_run_details shows it too.
+        RAISE EXCEPTION 'adhoc-gc: purge refused: %', v_refusal USING ERRCODE = 'check_violation';
     END IF;
 
     v_run_id := "GC Ops"."_start_run"(v_trigger, "purge"."batch_size", "purge"."max_batches",
                                                "purge"."max_runtime", "purge"."archive");
     COMMIT;
-    v_deadline := pg_catalog.clock_timestamp() + "purge"."max_runtime";
+    v_deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "purge"."max_runtime";
 
     LOOP
-        EXIT WHEN "purge"."max_batches" IS NOT NULL AND v_batches >= "purge"."max_batches";
-        EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() >= v_deadline;
+        EXIT WHEN "purge"."max_batches" IS NOT NULL
+              AND v_batches OPERATOR(pg_catalog.>=) "purge"."max_batches";
+        EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_deadline;
         BEGIN
             SELECT * INTO v_batch
             FROM "GC Ops"."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
@@ -507,9 +785,9 @@ BEGIN
         END IF;
         COMMIT;
         EXIT WHEN v_batch."done";
-        v_batches := v_batches + 1;
+        v_batches := v_batches OPERATOR(pg_catalog.+) 1;
         v_after_key := v_batch."next_after_key";
-        IF "purge"."pause" > interval '0' THEN
+        IF "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
             PERFORM pg_catalog.pg_sleep_for("purge"."pause");
         END IF;
     END LOOP;
@@ -521,8 +799,10 @@ BEGIN
 END;
 $procedure$;
 
-COMMENT ON PROCEDURE "GC Ops"."purge"(integer, integer, interval, interval, boolean, text) IS
-    'adhoc-gc: purges in batches of batch_size, committing after each, until no candidate is left, max_batches or max_runtime; one purge at a time. CALL it on its own (pg_cron: as the whole job command).';
+REVOKE ALL ON PROCEDURE "GC Ops"."purge"(integer, integer, interval, interval, boolean, text, boolean) FROM PUBLIC;
+
+COMMENT ON PROCEDURE "GC Ops"."purge"(integer, integer, interval, interval, boolean, text, boolean) IS
+    'adhoc-gc: purges in batches of batch_size, committing after each, until no candidate is left, max_batches or max_runtime; one purge at a time; refuses while the foreign-key audit or a [guard] cap objects (force => true passes the cap). CALL it on its own (pg_cron: as the whole job command).';
 
 -- candidates: one row per ad-hoc customer whose whole stack may be deleted now.
 -- The batch function deletes exactly these (re-checked at delete time).
@@ -653,5 +933,7 @@ WHERE "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat');
 
 COMMENT ON VIEW "GC Ops"."eligibility" IS
     'adhoc-gc: one row per ad-hoc customer: eligible now or not, what holds it (blocked_by: activity, login, or a blocker name) and when it becomes eligible if nothing changes (eligible_at; NULL while a blocker holds it).';
+
+-- adhoc-gc: ownership and privileges ([roles])
 
 COMMIT;
