@@ -141,6 +141,9 @@ def test_deploy_then_deploy_again(app_db):
                  id="text-adhoc-column-without-values"),
     pytest.param('[customer]\nkey = "name"\n', ["[customer].key", '"name"', "not unique"],
                  id="key-not-unique"),
+    pytest.param('[customer]\nkey = "created_at"\n',
+                 ["[customer].key", "timestamp with time zone", "keys must be smallint, integer, bigint, uuid or text"],
+                 id="key-of-unsupported-type"),
     pytest.param('[database]\nschema = "gc_custom"\n[customer]\ntable = "public.kunden"\n',
                  ["public.kunden"], id="custom-schema"),
 ])
