@@ -17,7 +17,7 @@ import psycopg
 
 from . import __version__
 from .db import connect, one_line
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AdhocGcError, ConfigError, RunFailed
+from .errors import EXIT_FAILURE, EXIT_OK, AdhocGcError, ConfigError, RunFailed
 from .mapping import Mapping, load_mapping, resolve_dsn
 from .purge import PurgeOptions, PurgeProgress, run_purge
 from .render import render_queries

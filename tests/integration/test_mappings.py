@@ -151,7 +151,7 @@ class Model:
     def _times(self, columns: list[str], ago: str | None) -> tuple[list[str], list[str], list]:
         if ago is None:
             return [], [], []
-        return [q(col) for col in columns], [f"now() - %s::interval" for _ in columns], [ago for _ in columns]
+        return [q(col) for col in columns], ["now() - %s::interval" for _ in columns], [ago for _ in columns]
 
     def add_stack(self, *, key: Any = None, adhoc: Any = True, age: str | None = "30 days", locations: int = 1,
                   contacts: int = 1, login: str | None = None) -> GStack:
