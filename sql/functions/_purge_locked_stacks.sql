@@ -1,4 +1,17 @@
 {% from "macros/rules.sql" import stack_is_eligible with context %}
+{# The rows of an [[owned]] table that belong to the stacks in the given location and
+   contact CTEs, with the customer key each belongs to (alias "o" for FOR UPDATE OF). #}
+{% macro owned_rows(owned_table, locations_cte, contacts_cte) -%}
+SELECT {{ ('"o".' ~ (owned_table.column|ident)) if owned_table.references == "customer" else '"p"."customer_key"' }} AS "customer_key"
+        FROM {{ owned_table.table|table }} AS "o"
+{% if owned_table.references == "location" %}
+        JOIN {{ locations_cte|ident }} AS "p" ON "o".{{ owned_table.column|ident }} = "p"."location_key"
+{% elif owned_table.references == "contact" %}
+        JOIN {{ contacts_cte|ident }} AS "p" ON "o".{{ owned_table.column|ident }} = "p"."contact_key"
+{% else %}
+        WHERE "o".{{ owned_table.column|ident }} = ANY (p_customer_keys)
+{% endif %}
+{%- endmacro %}
 -- _purge_locked_stacks: the second half of purge_batch. p_customer_keys are customers the
 -- calling statement has locked, in key order. Locks their locations, contacts and owned rows
 -- (skipping rows others hold: such a stack is left for a later run), then deletes the
@@ -51,15 +64,7 @@ BEGIN
         FOR UPDATE OF "ct" SKIP LOCKED
 {% for owned_table in owned %}
     ), "locked_owned_{{ loop.index }}" AS (
-        SELECT {{ "\"o\"." ~ (owned_table.column|ident) if owned_table.references == "customer" else "\"p\".\"customer_key\"" }} AS "customer_key"
-        FROM {{ owned_table.table|table }} AS "o"
-{% if owned_table.references == "location" %}
-        JOIN "locked_locations" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."location_key"
-{% elif owned_table.references == "contact" %}
-        JOIN "locked_contacts" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."contact_key"
-{% else %}
-        WHERE "o".{{ owned_table.column|ident }} = ANY (p_customer_keys)
-{% endif %}
+        {{ owned_rows(owned_table, "locked_locations", "locked_contacts") }}
         FOR UPDATE OF "o" SKIP LOCKED
 {% endfor %}
     ), "locked_counts" AS (
@@ -84,15 +89,8 @@ BEGIN
         SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
 {% for owned_table in owned %}
         UNION ALL
-        SELECT {{ "\"o\"." ~ (owned_table.column|ident) if owned_table.references == "customer" else "\"p\".\"customer_key\"" }}, 'owned {{ loop.index }}', count(*)
-        FROM {{ owned_table.table|table }} AS "o"
-{% if owned_table.references == "location" %}
-        JOIN "stack_locations" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."location_key"
-{% elif owned_table.references == "contact" %}
-        JOIN "stack_contacts" AS "p" ON "o".{{ owned_table.column|ident }} = "p"."contact_key"
-{% else %}
-        WHERE "o".{{ owned_table.column|ident }} = ANY (p_customer_keys)
-{% endif %}
+        SELECT "customer_key", 'owned {{ loop.index }}', count(*)
+        FROM ({{ owned_rows(owned_table, "stack_locations", "stack_contacts") }}) AS "owned_rows"
         GROUP BY 1
 {% endfor %}
     )

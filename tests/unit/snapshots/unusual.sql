@@ -770,11 +770,18 @@ BEGIN
               AND v_batches OPERATOR(pg_catalog.>=) "purge"."max_batches";
         EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_deadline;
         BEGIN
+            -- The pause between batches sits in the block too, so a cancel there is handled
+            -- like one during a batch. It holds no lock: the batch's locks come after it.
+            IF v_batches OPERATOR(pg_catalog.>) 0 AND "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
+                PERFORM pg_catalog.pg_sleep_for("purge"."pause");
+            END IF;
             SELECT * INTO v_batch
             FROM "GC Ops"."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
-        EXCEPTION WHEN OTHERS THEN
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
             -- Only this batch is undone (the block is a subtransaction); record why, let go
             -- of the lock, then raise the same error so pg_cron shows the run as failed.
+            -- OTHERS leaves out query_canceled (a cancel, or statement_timeout): named here,
+            -- or a cancelled CALL would keep the session's lock and block every later purge.
             GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
         END;
         IF v_error IS NOT NULL THEN
@@ -787,9 +794,6 @@ BEGIN
         EXIT WHEN v_batch."done";
         v_batches := v_batches OPERATOR(pg_catalog.+) 1;
         v_after_key := v_batch."next_after_key";
-        IF "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
-            PERFORM pg_catalog.pg_sleep_for("purge"."pause");
-        END IF;
     END LOOP;
 
     PERFORM "GC Ops"."_finish_run"(v_run_id, 'succeeded', NULL);
