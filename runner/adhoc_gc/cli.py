@@ -254,6 +254,7 @@ def cmd_purge(args) -> int:
         "run_id": progress.run_id, "status": progress.status, "batches": progress.batches,
         "customers_deleted": progress.customers, "locations_deleted": progress.locations,
         "contacts_deleted": progress.contacts, "seconds": round(progress.elapsed, 3),
+        "batch_seconds": progress.batch_stats(),
     }
     if args.json:
         _print_json(result)

@@ -7,6 +7,7 @@ position, the limits (batches, runtime) and the pause between batches.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -39,10 +40,22 @@ class PurgeProgress:
     started: float = dataclasses.field(default_factory=time.monotonic)
     status: str = "running"
     error: str | None = None
+    batch_seconds: list[float] = dataclasses.field(default_factory=list)  # each committed batch
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def batch_stats(self) -> dict[str, float | None]:
+        """p50, p95 and max of the batch durations (seconds), nearest-rank."""
+        ordered = sorted(self.batch_seconds)
+        if not ordered:
+            return {"p50": None, "p95": None, "max": None}
+
+        def rank(q: float) -> float:
+            return round(ordered[max(0, math.ceil(len(ordered) * q) - 1)], 4)
+
+        return {"p50": rank(0.50), "p95": rank(0.95), "max": round(ordered[-1], 4)}
 
 
 def check_deployed(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> None:
@@ -148,6 +161,7 @@ def _run_locked(
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            batch_started = time.monotonic()
             with conn.transaction():  # one transaction per batch: its deletes and its counts
                 conn.execute(queries["batch_statement_timeout"])
                 row = conn.execute(queries["purge_batch"], {
@@ -159,6 +173,7 @@ def _run_locked(
             next_after_key, done, examined, customers, locations, contacts = row
             if done:
                 break
+            progress.batch_seconds.append(time.monotonic() - batch_started)
             after_key = next_after_key
             progress.batches += 1
             progress.examined += examined
