@@ -18,6 +18,9 @@ CREATE TABLE IF NOT EXISTS "runs" (
     "locations_deleted" bigint NOT NULL DEFAULT 0,
     "contacts_deleted" bigint NOT NULL DEFAULT 0,
     "last_key" text,
+    "target_batch_seconds" double precision,  -- --target-batch-seconds, when the runner adapted the size
+    "batch_retries" integer NOT NULL DEFAULT 0,  -- batches retried smaller after a lock or statement timeout
+    "throttled_seconds" double precision NOT NULL DEFAULT 0,  -- paused for replica lag ([throttle])
     "mapping_fingerprint" text,
     "backend_pid" integer NOT NULL DEFAULT pg_backend_pid(),
     "error" text

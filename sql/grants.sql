@@ -18,6 +18,8 @@
     "_apply_retention()",
     "_guard_refusal(boolean)",
     "_unmapped_foreign_keys()",
+    "_replica_lag()",
+    "_note_run(bigint, double precision, integer, double precision)",
 ] %}
 {% set reader_functions = ["explain_customer(text)"] %}
 {% set owner_functions = ["restore(bigint, text)", "_restore_rows(regclass, json)"] %}

@@ -98,6 +98,16 @@ FROM {{ schema|ident }}."purge_batch"(%(run_id)s, %(after_key)s, %(batch_size)s,
 SELECT "stacks", "customers", "locations", "contacts", "owned_rows"
 FROM {{ schema|ident }}."restore"(%(run_id)s, %(customer_id)s)
 
+-- name: replica_lag
+-- The largest standby replay lag in seconds (NULL: not visible to the owner), and whether
+-- it exceeds [throttle] max_replica_lag.
+SELECT extract(epoch FROM "lag")::double precision,
+       "lag" > {{ (throttle.max_replica_lag or '0')|literal }}::interval
+FROM (SELECT {{ schema|ident }}."_replica_lag"() AS "lag") AS "l"
+
+-- name: note_run
+SELECT {{ schema|ident }}."_note_run"(%(run_id)s, %(target_batch_seconds)s, %(batch_retries)s, %(throttled_seconds)s)
+
 -- name: count_candidates
 SELECT count(*) FROM {{ schema|ident }}."candidates"
 

@@ -11,6 +11,9 @@ machine has none.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import time
 import uuid
 from typing import Callable, Iterator
 
@@ -19,9 +22,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from adhoc_gc.throwaway import ServerUnavailable, ThrowawayPostgres, find_bindir, start_throwaway
+from adhoc_gc.throwaway import ServerUnavailable, ThrowawayPostgres, _free_port, find_bindir, start_throwaway
 
-from helpers import deploy_mapping, load_reference_schema
+from helpers import add_stack, deploy_mapping, load_reference_schema
 
 TEST_DSN_ENV = "ADHOC_GC_TEST_DSN"
 
@@ -161,3 +164,44 @@ def ref_db(fresh_db, make_template) -> str:
 def ref_conn(ref_db) -> Iterator[psycopg.Connection]:
     with psycopg.connect(ref_db, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def primary_and_standby():
+    """A primary with the reference schema, adhoc-gc deployed and one eligible stack, and a
+    streaming standby of it (pg_basebackup on loopback): yields (primary_dsn, standby_dsn)."""
+    primary = ThrowawayPostgres().start()
+    standby_dir = primary.root / "standby"
+    try:
+        with psycopg.connect(primary.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE app")
+        dsn = primary.dsn("app")
+        load_reference_schema(dsn)
+        deploy_mapping(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            add_stack(conn)  # one eligible stack, so the standby has something to show
+        backup = primary._run([primary.bindir / "pg_basebackup", "-D", standby_dir, "-R", "-X", "stream", "-c", "fast",
+                               "-h", primary.host, "-p", primary.port, "-U", primary.superuser])
+        assert backup.returncode == 0, backup.stderr
+        port = _free_port()
+        with open(standby_dir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = '{port}'\nunix_socket_directories = '{primary.root}'\n")
+        if primary.run_as:
+            entry = pwd.getpwnam(primary.run_as)
+            for path in [standby_dir, *standby_dir.rglob("*")]:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        started = primary._run([primary.bindir / "pg_ctl", "-D", standby_dir, "-l", primary.root / "standby.log",
+                                "-w", "start"])
+        assert started.returncode == 0, (primary.root / "standby.log").read_text()
+        standby_dsn = f"host={primary.host} port={port} user={primary.superuser} dbname=app"
+        for _ in range(50):
+            with psycopg.connect(standby_dsn, autocommit=True) as conn:
+                if conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 1:
+                    break
+            time.sleep(0.1)
+        yield dsn, standby_dsn
+    finally:
+        if standby_dir.exists():
+            primary._run([primary.bindir / "pg_ctl", "-D", standby_dir, "-m", "immediate", "-w", "stop"])
+            shutil.rmtree(standby_dir, ignore_errors=True)
+        primary.stop()

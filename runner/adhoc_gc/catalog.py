@@ -32,6 +32,15 @@ class Column:
 
 def check_mapping(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> None:
     """Raise ConfigError listing every way the mapping disagrees with the catalog."""
+    problems = mapping_problems(conn, mapping, queries)
+    if problems:
+        raise ConfigError(f"mapping {mapping.source} does not match the database: " + "; ".join(problems))
+
+
+def mapping_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str], *,
+                     include_roles: bool = True) -> list[str]:
+    """Every way the mapping disagrees with the catalog, each as `where: what`; the [roles]
+    problems (role_problems) among them unless include_roles is false."""
     problems: list[str] = []
     tables: dict[TableName, dict[str, Column] | None] = {}
 
@@ -129,7 +138,8 @@ def check_mapping(conn: psycopg.Connection, mapping: Mapping, queries: dict[str,
             target, desc = targets[entry.references]
             reference_column(entry.table, entry.column, target, desc, f"[[{section}]] {entry.name}")
 
-    _check_roles(conn, mapping, queries, problems)
+    if include_roles:
+        problems.extend(str(problem) for problem in role_problems(conn, mapping, queries))
 
     intervals = (
         ("[policy].inactivity", mapping.policy.inactivity),
@@ -146,30 +156,42 @@ def check_mapping(conn: psycopg.Connection, mapping: Mapping, queries: dict[str,
             continue
         if not positive:
             problems.append(f"{key}: {value!r} must be longer than zero")
-
-    if problems:
-        raise ConfigError(f"mapping {mapping.source} does not match the database: " + "; ".join(problems))
+    return problems
 
 
-def _check_roles(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str], problems: list[str]) -> None:
+@dataclass(frozen=True)
+class RoleProblem:
+    """A [roles] entry naming a role that does not exist (table None), or the owner lacking
+    privileges on a table."""
+
+    key: str  # owner, operator or analyst
+    role: str
+    table: TableName | None = None
+    missing: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.table is None:
+            return f"[roles].{self.key}: role {self.role!r} does not exist (CREATE ROLE \"{self.role}\" NOLOGIN)"
+        privileges = ", ".join(self.missing)
+        return (f"[roles].{self.key}: role {self.role!r} lacks {privileges} on {self.table} "
+                f"(GRANT {privileges} ON {self.table} TO \"{self.role}\")")
+
+
+def role_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> list[RoleProblem]:
     """[roles] must exist; the owner, whose privileges the deleting functions use, must be
     able to read every mapped table, and lock (UPDATE: SELECT ... FOR UPDATE needs it),
     delete from and restore into (INSERT) the stack's tables."""
+    problems: list[RoleProblem] = []
     roles = mapping.roles
     for key in ("owner", "operator", "analyst"):
         role = getattr(roles, key)
         if role and not conn.execute(queries["role_exists"], {"role": role}).fetchone()[0]:
-            problems.append(f"[roles].{key}: role {role!r} does not exist (CREATE ROLE \"{role}\" NOLOGIN)")
+            problems.append(RoleProblem(key, role))
             if key == "owner":
-                return
+                return problems
     if not roles.owner:
-        return
-    stack_tables = [mapping.customer.table, mapping.location.table, mapping.contact.table,
-                    *(o.table for o in mapping.owned)]
-    needs = {table: ["SELECT", "UPDATE", "DELETE", "INSERT"] for table in stack_tables}
-    for blocker in mapping.blockers:
-        needs.setdefault(blocker.table, ["SELECT"])
-    for table, privileges in needs.items():
+        return problems
+    for table, privileges in owner_privileges(mapping).items():
         missing = []
         for privilege in privileges:
             try:
@@ -182,5 +204,15 @@ def _check_roles(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, 
             if not granted:
                 missing.append(privilege)
         if missing:
-            problems.append(f"[roles].owner: role {roles.owner!r} lacks {', '.join(missing)} on {table} "
-                            f"(GRANT {', '.join(missing)} ON {table} TO \"{roles.owner}\")")
+            problems.append(RoleProblem("owner", roles.owner, table, tuple(missing)))
+    return problems
+
+
+def owner_privileges(mapping: Mapping) -> dict[TableName, list[str]]:
+    """What the owner needs on each table: all four on the stack's tables, SELECT on blockers'."""
+    stack_tables = [mapping.customer.table, mapping.location.table, mapping.contact.table,
+                    *(o.table for o in mapping.owned)]
+    needs = {table: ["SELECT", "UPDATE", "DELETE", "INSERT"] for table in stack_tables}
+    for blocker in mapping.blockers:
+        needs.setdefault(blocker.table, ["SELECT"])
+    return needs

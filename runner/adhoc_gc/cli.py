@@ -51,6 +51,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -90,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sleep", type=_non_negative_float, default=0.0, metavar="SECONDS", help="pause between batches")
     p.add_argument("--no-archive", action="store_true", help="do not keep the deleted rows in the purged table")
     p.add_argument("--force", action="store_true", help="run even when [guard] caps would refuse it")
+    p.add_argument("--target-batch-seconds", type=_positive_float, metavar="SECONDS",
+                   help="adapt the batch size so a batch takes about this long (--batch-size is the ceiling)")
     p.add_argument("--json", action="store_true", help="print the run's result as JSON")
 
     p = sub.add_parser("runs", parents=[common], help="purge run history, newest first")
@@ -239,6 +251,7 @@ def cmd_purge(args) -> int:
         sleep=args.sleep,
         archive=not args.no_archive,
         force=args.force,
+        target_batch_seconds=args.target_batch_seconds,
     )
     interactive = sys.stderr.isatty() and not args.json
     with connect(dsn) as conn:
@@ -255,6 +268,7 @@ def cmd_purge(args) -> int:
         "customers_deleted": progress.customers, "locations_deleted": progress.locations,
         "contacts_deleted": progress.contacts, "seconds": round(progress.elapsed, 3),
         "batch_seconds": progress.batch_stats(),
+        "batch_retries": progress.retries, "throttled_seconds": progress.throttled_seconds,
     }
     if args.json:
         _print_json(result)
@@ -273,11 +287,13 @@ class _ProgressLine:
 
     def __call__(self, p: PurgeProgress) -> None:
         rate = p.customers / p.elapsed if p.elapsed > 0 else 0.0
-        line = f"batch {p.batches}: {p.customers} stacks deleted, {rate:.0f}/s"
+        line = f"batch {p.batches}: {p.customers} stacks deleted, {rate:.0f}/s, batch size {p.batch_size}"
         if self.total:
             line += f", {min(100.0, 100.0 * p.customers / self.total):.0f}% of {self.total}"
             if rate > 0:
                 line += f", ETA {max(0.0, (self.total - p.customers) / rate):.0f}s"
+        if p.note:
+            line += f" ({p.note})"
         sys.stderr.write("\r\x1b[2K" + line)
         sys.stderr.flush()
 

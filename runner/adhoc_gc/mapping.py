@@ -90,6 +90,11 @@ class Guard:
 
 
 @dataclasses.dataclass(frozen=True)
+class Throttle:
+    max_replica_lag: str | None  # pause between batches while a standby's replay lag exceeds this
+
+
+@dataclasses.dataclass(frozen=True)
 class Roles:
     owner: str | None
     operator: str | None
@@ -121,6 +126,7 @@ class Mapping:
     policy: Policy
     retention: Retention
     guard: Guard
+    throttle: Throttle
     roles: Roles
     source: str  # the file it came from, or "built-in defaults"
 
@@ -164,6 +170,7 @@ DEFAULTS: dict[str, Any] = {
     "owned": [],
     "retention": {"runs": "1 year", "purged": "90 days"},
     "guard": {"lock_timeout": "5 seconds", "statement_timeout": "5 minutes"},
+    "throttle": {},
     "roles": {},
 }
 
@@ -177,6 +184,7 @@ _SECTION_KEYS: dict[str, dict[str, str]] = {
     "retention": {"runs": "str", "purged": "str"},
     "guard": {"max_customers_per_run": "posint", "max_fraction_of_adhoc": "fraction",
               "lock_timeout": "str", "statement_timeout": "str"},
+    "throttle": {"max_replica_lag": "str"},
     "roles": {"owner": "str", "operator": "str", "analyst": "str"},
 }
 # [[blockers]] and [[owned]] entries: a column of some table that points at a stack part.
@@ -341,6 +349,9 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
         statement_timeout=_check_interval(guard_raw["statement_timeout"],
                                           lambda m: fail("[guard].statement_timeout", m)),
     )
+    max_lag = sections["throttle"].get("max_replica_lag")
+    throttle = Throttle(max_replica_lag=None if max_lag is None else _check_interval(
+        max_lag, lambda m: fail("[throttle].max_replica_lag", m)))
     roles = Roles(**{
         key: (ident("roles", key) if sections["roles"].get(key) is not None else None)
         for key in ("owner", "operator", "analyst")
@@ -357,6 +368,7 @@ def parse_mapping(raw: dict[str, Any], source: str) -> Mapping:
         policy=policy,
         retention=retention,
         guard=guard,
+        throttle=throttle,
         roles=roles,
         source=source,
     )

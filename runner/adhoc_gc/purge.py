@@ -27,6 +27,7 @@ class PurgeOptions:
     archive: bool = True
     trigger: str = "runner"
     force: bool = False  # pass the [guard] caps
+    target_batch_seconds: float | None = None  # adapt the batch size (batch_size is the ceiling)
 
 
 @dataclasses.dataclass
@@ -41,6 +42,10 @@ class PurgeProgress:
     status: str = "running"
     error: str | None = None
     batch_seconds: list[float] = dataclasses.field(default_factory=list)  # each committed batch
+    batch_size: int = 0  # the size the next batch will have
+    retries: int = 0  # batches retried smaller after a timeout
+    throttled_seconds: float = 0.0  # paused for replica lag
+    note: str | None = None  # what the run is doing besides deleting (waiting, retrying)
 
     @property
     def elapsed(self) -> float:
@@ -111,7 +116,7 @@ def run_purge(
                 refused_id = _record_unstarted(conn, queries, options, "refused", refusal)
         if refusal:
             raise PurgeRefused(f"purge refused (recorded as run {refused_id}): {refusal}")
-        return _run_locked(conn, queries, options, on_batch)
+        return _run_locked(conn, queries, options, on_batch, mapping)
     finally:
         _release_lock(conn, queries)
 
@@ -143,6 +148,7 @@ def _run_locked(
     queries: dict[str, str],
     options: PurgeOptions,
     on_batch: Callable[[PurgeProgress], None] | None,
+    mapping: Mapping,
 ) -> PurgeProgress:
     with conn.transaction():
         run_id = conn.execute(queries["start_run"], {
@@ -154,26 +160,46 @@ def _run_locked(
         }).fetchone()[0]
     progress = PurgeProgress(run_id=run_id)
     deadline = None if options.max_runtime is None else progress.started + options.max_runtime
+    sizer = BatchSizer(options.batch_size, options.target_batch_seconds)
+    progress.batch_size = sizer.size
     after_key: str | None = None
     try:
+        if options.target_batch_seconds is not None:
+            _note(conn, queries, progress, options)
         while True:
             if options.max_batches is not None and progress.batches >= options.max_batches:
                 break
+            if not _wait_for_replicas(conn, queries, mapping, progress, options, deadline, on_batch):
+                break  # max_runtime ran out while waiting
             if deadline is not None and time.monotonic() >= deadline:
                 break
             batch_started = time.monotonic()
-            with conn.transaction():  # one transaction per batch: its deletes and its counts
-                conn.execute(queries["batch_statement_timeout"])
-                row = conn.execute(queries["purge_batch"], {
-                    "run_id": run_id,
-                    "after_key": after_key,
-                    "batch_size": options.batch_size,
-                    "archive": options.archive,
-                }).fetchone()
+            try:
+                with conn.transaction():  # one transaction per batch: its deletes and its counts
+                    conn.execute(queries["batch_statement_timeout"])
+                    row = conn.execute(queries["purge_batch"], {
+                        "run_id": run_id,
+                        "after_key": after_key,
+                        "batch_size": sizer.size,
+                        "archive": options.archive,
+                    }).fetchone()
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+                # A lock or statement timeout undid the batch: try it again, half as large.
+                if not sizer.halve():
+                    raise
+                progress.retries += 1
+                progress.batch_size = sizer.size
+                progress.note = f"batch timed out ({one_line(exc)}); retrying with {sizer.size}"
+                _note(conn, queries, progress, options)
+                continue
             next_after_key, done, examined, customers, locations, contacts = row
             if done:
                 break
-            progress.batch_seconds.append(time.monotonic() - batch_started)
+            seconds = time.monotonic() - batch_started
+            progress.batch_seconds.append(seconds)
+            sizer.observe(seconds, full=examined >= sizer.size)
+            progress.batch_size = sizer.size
+            progress.note = None
             after_key = next_after_key
             progress.batches += 1
             progress.examined += examined
@@ -187,6 +213,9 @@ def _run_locked(
     except KeyboardInterrupt:
         _finish(conn, queries, progress, "failed", "interrupted")
         raise
+    except ConfigError as exc:
+        _finish(conn, queries, progress, "failed", str(exc))
+        raise
     except psycopg.Error as exc:
         _finish(conn, queries, progress, "failed", one_line(exc))
         raise RunFailed(f"purge run {run_id} failed after {progress.batches} batches: {one_line(exc)}") from None
@@ -194,6 +223,75 @@ def _run_locked(
     with conn.transaction():
         conn.execute(queries["apply_retention"])
     return progress
+
+
+class BatchSizer:
+    """The batch size: fixed, or adapted so that a batch takes about `target` seconds.
+
+    It grows at most 1.5x per batch and shrinks as far as the last batch says, never above
+    the ceiling (--batch-size) nor below 1; a timed-out batch halves it. Only full batches
+    teach it anything: a short last batch says nothing about the rate.
+    """
+
+    START = 100
+    GROWTH = 1.5
+
+    def __init__(self, ceiling: int, target: float | None):
+        self.ceiling = ceiling
+        self.target = target
+        self.size = ceiling if target is None else min(ceiling, self.START)
+
+    def observe(self, seconds: float, full: bool) -> None:
+        if self.target is None or not full:
+            return
+        wanted = self.size * self.target / max(seconds, 1e-3)
+        self.size = max(1, min(self.ceiling, int(min(wanted, self.size * self.GROWTH))))
+
+    def halve(self) -> bool:
+        """Halve for a retry; False when it is already 1 (nothing left to try)."""
+        if self.size <= 1:
+            return False
+        self.size = max(1, self.size // 2)
+        return True
+
+
+def _wait_for_replicas(conn, queries, mapping: Mapping, progress: PurgeProgress, options: PurgeOptions,
+                       deadline: float | None, on_batch) -> bool:
+    """Pause while a standby's replay lag exceeds [throttle] max_replica_lag. False when
+    max_runtime ran out while waiting."""
+    if mapping.throttle.max_replica_lag is None:
+        return True
+    waited_before = progress.throttled_seconds
+    while True:
+        with conn.transaction():
+            lag, too_far = conn.execute(queries["replica_lag"]).fetchone()
+        if lag is None:
+            raise ConfigError("[throttle] max_replica_lag needs to see standby lag: GRANT pg_monitor TO the role "
+                              "that owns the adhoc-gc functions ([roles].owner, or the deploying role)")
+        if not too_far:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        progress.note = f"waiting: replica lag {lag:.1f}s > {mapping.throttle.max_replica_lag}"
+        if on_batch:
+            on_batch(progress)
+        time.sleep(THROTTLE_POLL_SECONDS)
+        progress.throttled_seconds += THROTTLE_POLL_SECONDS
+    if progress.throttled_seconds != waited_before:
+        progress.note = None
+        _note(conn, queries, progress, options)
+    return deadline is None or time.monotonic() < deadline
+
+
+THROTTLE_POLL_SECONDS = 1.0
+
+
+def _note(conn, queries, progress: PurgeProgress, options: PurgeOptions) -> None:
+    with conn.transaction():
+        conn.execute(queries["note_run"], {
+            "run_id": progress.run_id, "target_batch_seconds": options.target_batch_seconds,
+            "batch_retries": progress.retries, "throttled_seconds": progress.throttled_seconds,
+        })
 
 
 def _release_lock(conn: psycopg.Connection, queries: dict[str, str]) -> None:

@@ -66,6 +66,7 @@ def _context(mapping: Mapping) -> dict:
         "blockers": mapping.blockers,
         "owned": mapping.owned,
         "guard": mapping.guard,
+        "throttle": mapping.throttle,
         "roles": mapping.roles,
         "policy": mapping.policy,
         "retention": mapping.retention,

@@ -32,24 +32,43 @@ def default_job_name(target_database: str, mapping: Mapping) -> str:
     return f"adhoc-gc:{target_database}:{mapping.schema}"
 
 
-def locate_cron(conn: psycopg.Connection, dsn: str, queries: dict[str, str]) -> CronPlace:
-    """Find pg_cron's database, or say exactly what to change to have one."""
+@dataclasses.dataclass(frozen=True)
+class CronState:
+    preloaded: bool  # pg_cron in shared_preload_libraries
+    database: str  # cron.database_name, where pg_cron's tables are (or would be)
+    target_database: str  # where the package is deployed
+    dsn: str | None  # a connection string to `database`, when pg_cron is loaded
+    installed: bool | None  # the extension exists in `database` (None: not looked, pg_cron is not loaded)
+
+
+def inspect_cron(conn: psycopg.Connection, dsn: str, queries: dict[str, str]) -> CronState:
+    """Where pg_cron stands: loaded? which database? extension created there?"""
     preloaded, cron_db, current_db, _ = conn.execute(queries["cron_settings"]).fetchone()
     conn.commit()
+    cron_db = cron_db or "postgres"
     if not preloaded:
+        return CronState(preloaded=False, database=cron_db, target_database=current_db, dsn=None, installed=None)
+    cron_dsn = dsn if cron_db == current_db else make_conninfo(dsn, dbname=cron_db)
+    with connect(cron_dsn) as cron_conn:
+        installed = cron_conn.execute(queries["cron_installed"]).fetchone()[0]
+    return CronState(preloaded=True, database=cron_db, target_database=current_db, dsn=cron_dsn,
+                     installed=installed)
+
+
+def locate_cron(conn: psycopg.Connection, dsn: str, queries: dict[str, str]) -> CronPlace:
+    """Find pg_cron's database, or say exactly what to change to have one."""
+    state = inspect_cron(conn, dsn, queries)
+    if not state.preloaded:
+        current_db = state.target_database
         raise ConfigError(
             "pg_cron is not loaded: add to postgresql.conf  shared_preload_libraries = 'pg_cron'  and  "
             f"cron.database_name = '{current_db}', restart PostgreSQL, then run CREATE EXTENSION pg_cron "
             f"in database {current_db!r}"
         )
-    cron_db = cron_db or "postgres"
-    cron_dsn = dsn if cron_db == current_db else make_conninfo(dsn, dbname=cron_db)
-    with connect(cron_dsn) as cron_conn:
-        installed = cron_conn.execute(queries["cron_installed"]).fetchone()[0]
-    if not installed:
+    if not state.installed:
         raise ConfigError(f"pg_cron is loaded but its extension is missing: run CREATE EXTENSION pg_cron "
-                          f"in database {cron_db!r} (cron.database_name)")
-    return CronPlace(database=cron_db, target_database=current_db, dsn=cron_dsn)
+                          f"in database {state.database!r} (cron.database_name)")
+    return CronPlace(database=state.database, target_database=state.target_database, dsn=state.dsn)
 
 
 def schedule(dsn: str, mapping: Mapping, queries: dict[str, str], *, cron: str, batch_size: int,

@@ -31,6 +31,9 @@ DECLARE
     v_batches integer := 0;
     v_deadline timestamptz;
     v_refusal text;
+    v_lag interval;
+    v_throttled double precision := 0;
+    v_out_of_time boolean := false;
     v_error text;
     v_sqlstate text;
 BEGIN
@@ -82,8 +85,28 @@ BEGIN
             IF v_batches OPERATOR(pg_catalog.>) 0 AND "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
                 PERFORM pg_catalog.pg_sleep_for("purge"."pause");
             END IF;
-            SELECT * INTO v_batch
-            FROM {{ schema|ident }}."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+{% if throttle.max_replica_lag %}
+            -- [throttle]: pause while a standby's replay lag exceeds max_replica_lag.
+            LOOP
+                v_lag := {{ schema|ident }}."_replica_lag"();
+                IF v_lag IS NULL THEN
+                    RAISE EXCEPTION 'adhoc-gc: [throttle] max_replica_lag needs to see standby lag: GRANT pg_monitor TO the owner of the adhoc-gc functions'
+                        USING ERRCODE = 'insufficient_privilege';
+                END IF;
+                EXIT WHEN v_lag OPERATOR(pg_catalog.<=) {{ throttle.max_replica_lag|literal }}::interval;
+                IF v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_deadline THEN
+                    v_out_of_time := true;
+                    EXIT;
+                END IF;
+                PERFORM pg_catalog.pg_sleep(1);
+                v_throttled := v_throttled OPERATOR(pg_catalog.+) 1;
+                PERFORM {{ schema|ident }}."_note_run"(v_run_id, NULL, 0, v_throttled);
+            END LOOP;
+{% endif %}
+            IF NOT v_out_of_time THEN
+                SELECT * INTO v_batch
+                FROM {{ schema|ident }}."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+            END IF;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             -- Only this batch is undone (the block is a subtransaction); record why, let go
             -- of the lock, then raise the same error so pg_cron shows the run as failed.
@@ -98,7 +121,7 @@ BEGIN
             RAISE EXCEPTION 'adhoc-gc: purge run % failed: %', v_run_id, v_error USING ERRCODE = v_sqlstate;
         END IF;
         COMMIT;
-        EXIT WHEN v_batch."done";
+        EXIT WHEN v_out_of_time OR v_batch."done";
         v_batches := v_batches OPERATOR(pg_catalog.+) 1;
         v_after_key := v_batch."next_after_key";
     END LOOP;

@@ -1,4 +1,4 @@
--- adhoc-gc 0.1.0: rendered for mapping built-in defaults (fingerprint 24f94502e8430dd0)
+-- adhoc-gc 0.1.0: rendered for mapping built-in defaults (fingerprint a148b87f681b0822)
 
 CREATE SCHEMA IF NOT EXISTS "adhoc_gc";
 
@@ -24,6 +24,9 @@ CREATE TABLE IF NOT EXISTS "runs" (
     "locations_deleted" bigint NOT NULL DEFAULT 0,
     "contacts_deleted" bigint NOT NULL DEFAULT 0,
     "last_key" text,
+    "target_batch_seconds" double precision,  -- --target-batch-seconds, when the runner adapted the size
+    "batch_retries" integer NOT NULL DEFAULT 0,  -- batches retried smaller after a lock or statement timeout
+    "throttled_seconds" double precision NOT NULL DEFAULT 0,  -- paused for replica lag ([throttle])
     "mapping_fingerprint" text,
     "backend_pid" integer NOT NULL DEFAULT pg_backend_pid(),
     "error" text
@@ -123,6 +126,31 @@ REVOKE ALL ON FUNCTION "adhoc_gc"."_guard_refusal"(boolean) FROM PUBLIC;
 
 COMMENT ON FUNCTION "adhoc_gc"."_guard_refusal"(boolean) IS
     'adhoc-gc internal: the reason a purge run must be refused under [guard], or NULL.';
+
+-- _note_run: what the runner adapted along the way, recorded on its run: the target batch
+-- duration, how many batches it retried smaller, how long it paused for replica lag.
+CREATE OR REPLACE FUNCTION "adhoc_gc"."_note_run"(
+    p_run_id bigint,
+    p_target_batch_seconds double precision,
+    p_batch_retries integer,
+    p_throttled_seconds double precision
+)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    UPDATE "adhoc_gc"."runs"
+    SET "target_batch_seconds" = p_target_batch_seconds,
+        "batch_retries" = p_batch_retries,
+        "throttled_seconds" = p_throttled_seconds
+    WHERE "id" = p_run_id;
+$function$;
+
+REVOKE ALL ON FUNCTION "adhoc_gc"."_note_run"(bigint, double precision, integer, double precision) FROM PUBLIC;
+
+COMMENT ON FUNCTION "adhoc_gc"."_note_run"(bigint, double precision, integer, double precision) IS
+    'adhoc-gc internal: records a run''s batch-size target, retries and replica-lag pauses.';
 
 -- _purge_locked_stacks: the second half of purge_batch. p_customer_keys are customers the
 -- calling statement has locked, in key order. Locks their locations, contacts and owned rows
@@ -298,7 +326,7 @@ SET search_path = pg_catalog, pg_temp
 AS $function$
     INSERT INTO "adhoc_gc"."runs"
         ("trigger", "batch_size", "status", "finished_at", "error", "mapping_fingerprint")
-    VALUES (p_trigger, p_batch_size, p_status, clock_timestamp(), p_reason, '24f94502e8430dd0')
+    VALUES (p_trigger, p_batch_size, p_status, clock_timestamp(), p_reason, 'a148b87f681b0822')
     RETURNING "id";
 $function$;
 
@@ -321,6 +349,29 @@ REVOKE ALL ON FUNCTION "adhoc_gc"."_release_purge_lock"() FROM PUBLIC;
 
 COMMENT ON FUNCTION "adhoc_gc"."_release_purge_lock"() IS
     'adhoc-gc internal: releases the one-purge-at-a-time advisory lock held by this session.';
+
+-- _replica_lag: the largest replay lag of any streaming standby ('0' without standbys), or
+-- NULL when this function's owner may not see it (pg_stat_replication shows lag columns
+-- only to superusers and members of pg_read_all_stats, e.g. through pg_monitor).
+CREATE OR REPLACE FUNCTION "adhoc_gc"."_replica_lag"()
+RETURNS interval
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+    SELECT CASE
+        WHEN (SELECT "rolsuper" FROM pg_roles WHERE "rolname" = current_user)
+          OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
+        -- replay_lag keeps growing while a standby falls behind; NULL once it has caught up
+        THEN coalesce((SELECT max("replay_lag") FROM pg_stat_replication), interval '0')
+    END;
+$function$;
+
+REVOKE ALL ON FUNCTION "adhoc_gc"."_replica_lag"() FROM PUBLIC;
+
+COMMENT ON FUNCTION "adhoc_gc"."_replica_lag"() IS
+    'adhoc-gc internal: the largest standby replay lag, or NULL when the owner lacks pg_read_all_stats.';
 
 -- _restore_rows: inserts archived rows (a JSON array of to_json(row) objects) back into
 -- p_table with their original keys. Columns are the table's current ones, less generated
@@ -378,7 +429,7 @@ AS $function$
 
     INSERT INTO "adhoc_gc"."runs"
         ("trigger", "batch_size", "max_batches", "max_runtime", "archive", "mapping_fingerprint")
-    VALUES (p_trigger, p_batch_size, p_max_batches, p_max_runtime, p_archive, '24f94502e8430dd0')
+    VALUES (p_trigger, p_batch_size, p_max_batches, p_max_runtime, p_archive, 'a148b87f681b0822')
     RETURNING "id";
 $function$;
 
@@ -493,7 +544,7 @@ LANGUAGE sql
 IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $function$
-    SELECT '24f94502e8430dd0'::text, '0.1.0'::text;
+    SELECT 'a148b87f681b0822'::text, '0.1.0'::text;
 $function$;
 
 COMMENT ON FUNCTION "adhoc_gc"."deployed_mapping"() IS
@@ -728,6 +779,9 @@ DECLARE
     v_batches integer := 0;
     v_deadline timestamptz;
     v_refusal text;
+    v_lag interval;
+    v_throttled double precision := 0;
+    v_out_of_time boolean := false;
     v_error text;
     v_sqlstate text;
 BEGIN
@@ -779,8 +833,10 @@ BEGIN
             IF v_batches OPERATOR(pg_catalog.>) 0 AND "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
                 PERFORM pg_catalog.pg_sleep_for("purge"."pause");
             END IF;
-            SELECT * INTO v_batch
-            FROM "adhoc_gc"."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+            IF NOT v_out_of_time THEN
+                SELECT * INTO v_batch
+                FROM "adhoc_gc"."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+            END IF;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             -- Only this batch is undone (the block is a subtransaction); record why, let go
             -- of the lock, then raise the same error so pg_cron shows the run as failed.
@@ -795,7 +851,7 @@ BEGIN
             RAISE EXCEPTION 'adhoc-gc: purge run % failed: %', v_run_id, v_error USING ERRCODE = v_sqlstate;
         END IF;
         COMMIT;
-        EXIT WHEN v_batch."done";
+        EXIT WHEN v_out_of_time OR v_batch."done";
         v_batches := v_batches OPERATOR(pg_catalog.+) 1;
         v_after_key := v_batch."next_after_key";
     END LOOP;

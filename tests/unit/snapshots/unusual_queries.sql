@@ -91,6 +91,9 @@ FROM "GC Ops"."runs"
 ORDER BY "id" DESC
 LIMIT %(limit)s
 
+-- name: note_run
+SELECT "GC Ops"."_note_run"(%(run_id)s, %(target_batch_seconds)s, %(batch_retries)s, %(throttled_seconds)s)
+
 -- name: plan_blockers
 SELECT "reason", count(*) AS "customers"
 FROM "GC Ops"."eligibility", unnest("blocked_by") AS "reason"
@@ -120,6 +123,13 @@ SELECT "GC Ops"."_record_unstarted_run"(%(trigger)s, %(batch_size)s, %(status)s,
 
 -- name: release_purge_lock
 SELECT "GC Ops"."_release_purge_lock"()
+
+-- name: replica_lag
+-- The largest standby replay lag in seconds (NULL: not visible to the owner), and whether
+-- it exceeds [throttle] max_replica_lag.
+SELECT extract(epoch FROM "lag")::double precision,
+       "lag" > '0'::interval
+FROM (SELECT "GC Ops"."_replica_lag"() AS "lag") AS "l"
 
 -- name: restore
 SELECT "stacks", "customers", "locations", "contacts", "owned_rows"
