@@ -24,15 +24,16 @@
 {% set reader_functions = ["explain_customer(text)"] %}
 {% set owner_functions = ["restore(bigint, text)", "_restore_rows(regclass, json)"] %}
 {% set purge_procedure = "purge(integer, integer, interval, interval, boolean, text, boolean)" %}
-{% set readable = ["candidates", "eligibility", "runs"] %}
+{% set readable = ["candidates", "eligibility", "runs", "blocked_summary", "forecast", "daily_stats"] %}
 -- adhoc-gc: ownership and privileges ([roles])
 {% if roles.owner %}
 ALTER SCHEMA {{ s }} OWNER TO {{ roles.owner|ident }};
 {% for table in ["runs", "purged", "_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"] %}
 ALTER TABLE IF EXISTS {{ s }}.{{ table|ident }} OWNER TO {{ roles.owner|ident }};
 {% endfor %}
-ALTER VIEW {{ s }}."candidates" OWNER TO {{ roles.owner|ident }};
-ALTER VIEW {{ s }}."eligibility" OWNER TO {{ roles.owner|ident }};
+{% for view in readable if view != "runs" %}
+ALTER VIEW {{ s }}.{{ view|ident }} OWNER TO {{ roles.owner|ident }};
+{% endfor %}
 {% for function in operator_functions + reader_functions + owner_functions + ["deployed_mapping()"] %}
 ALTER FUNCTION {{ s }}.{{ function }} OWNER TO {{ roles.owner|ident }};
 {% endfor %}

@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=5, metavar="N")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("doctor", parents=[common],
+                       help="check indexes, statistics, foreign keys, deployment, pg_cron and roles; print each fix")
+    p.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+
     p = sub.add_parser("demo", help="the whole job on a throwaway local PostgreSQL, then clean up")
     p.add_argument("--customers", type=_positive_int, default=2000, metavar="N", help="customers to generate (default 2000)")
     p.add_argument("--keep", action="store_true", help="leave the database running and print its DSN")
@@ -486,6 +490,24 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import format_text, problem_count, run_doctor
+    from .errors import DoctorFoundProblems
+
+    mapping, dsn, queries = _setup(args)
+    findings = run_doctor(dsn, mapping, queries)
+    if args.json:
+        _print_json([f.as_dict() for f in findings])
+    else:
+        print("\n".join(format_text(findings)))
+    problems = problem_count(findings)
+    if problems:
+        sys.stdout.flush()
+        raise DoctorFoundProblems(f"doctor found {problems} problem{'s' if problems > 1 else ''}, each printed "
+                                  "with its fix")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -503,5 +525,6 @@ COMMANDS = {
     "schedule": cmd_schedule,
     "unschedule": cmd_unschedule,
     "status": cmd_status,
+    "doctor": cmd_doctor,
     "demo": cmd_demo,
 }

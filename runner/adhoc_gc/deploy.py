@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
@@ -83,27 +84,31 @@ def deploy(dsn: str, mapping: Mapping) -> dict:
     with connect(dsn) as conn:
         try:
             with conn.transaction():
-                for obj in objects:
-                    _create_object(conn, mapping.schema, obj.path, obj.sql)
+                _create_objects(conn, mapping.schema, objects)
                 conn.execute(render_grants(mapping))
         except psycopg.Error as exc:
             raise RunFailed(f"deploying views and functions failed, nothing changed: {one_line(exc)}") from None
     return {"migrations": applied, "objects": [o.path for o in objects], "version": __version__}
 
 
-def _create_object(conn: psycopg.Connection, schema: str, path: str, sql: str) -> None:
-    try:
-        with conn.transaction():
-            conn.execute(sql)
-    except psycopg.errors.InvalidTableDefinition:
-        # CREATE OR REPLACE VIEW cannot change a column's name or type (say, after the
-        # mapping's key type changed). Drop without CASCADE: if an analyst's view depends on
-        # it, the deploy fails and says so rather than dropping their view.
-        if not path.startswith("views/"):
-            raise
-        view = Path(path).stem
-        conn.execute(f"DROP VIEW {quote_ident(schema)}.{quote_ident(view)}")
-        conn.execute(sql)
+def _create_objects(conn: psycopg.Connection, schema: str, objects: list) -> None:
+    """CREATE OR REPLACE each object in order, in the caller's transaction."""
+    for position, obj in enumerate(objects):
+        try:
+            with conn.transaction():
+                conn.execute(obj.sql)
+        except psycopg.errors.InvalidTableDefinition:
+            # CREATE OR REPLACE VIEW cannot change a column's name or type (a new version's
+            # view, or a mapping whose key type changed). Drop it and the package's views
+            # after it (they may depend on it; each is re-created in its turn below).
+            # Without CASCADE: if an analyst's view depends on one, the deploy fails and
+            # says so rather than dropping their view.
+            if not obj.path.startswith("views/"):
+                raise
+            for later in reversed([o for o in objects[position:] if o.path.startswith("views/")]):
+                conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(Path(later.path).stem)))
+            conn.execute(obj.sql)
 
 
 def render_deploy_sql(mapping: Mapping, objects_only: bool = False) -> str:

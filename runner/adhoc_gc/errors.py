@@ -5,6 +5,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # database or runtime failure
 EXIT_USAGE = 2  # bad usage or configuration
 EXIT_SKIPPED = 3  # the purge did not run: another one holds the lock, a standby, or a guard refused it
+EXIT_DOCTOR_FOUND_PROBLEMS = 4  # `adhoc-gc doctor` found at least one problem (each printed with its fix)
 
 
 class AdhocGcError(Exception):
@@ -41,3 +42,9 @@ class PurgeRefused(AdhocGcError):
     """A guard rail refused the run: too many candidates at once (--force passes)."""
 
     exit_code = EXIT_SKIPPED
+
+
+class DoctorFoundProblems(AdhocGcError):
+    """`adhoc-gc doctor` found problems; it printed each with its fix before this error line."""
+
+    exit_code = EXIT_DOCTOR_FOUND_PROBLEMS

@@ -81,13 +81,34 @@ class RenderedObject:
     sql: str
 
 
+_DEPENDS_ON = re.compile(r"\{#\s*depends on:\s*(?P<paths>[^#]+?)\s*#\}")
+
+
 def object_paths() -> list[str]:
+    """Every object file, kinds in OBJECT_KINDS order, by name within a kind, except that a
+    file declaring `{# depends on: views/eligibility.sql #}` comes after what it names."""
     root = sql_dir()
-    return [
-        f"{kind}/{path.name}"
-        for kind in OBJECT_KINDS
-        for path in sorted((root / kind).glob("*.sql"))
-    ]
+    paths = [f"{kind}/{path.name}" for kind in OBJECT_KINDS for path in sorted((root / kind).glob("*.sql"))]
+    depends = {
+        path: [d.strip() for m in _DEPENDS_ON.finditer((root / path).read_text()) for d in m["paths"].split(",")]
+        for path in paths
+    }
+    ordered: list[str] = []
+
+    def place(path: str, seen: tuple[str, ...] = ()) -> None:
+        if path in ordered:
+            return
+        if path in seen:
+            raise ValueError(f"sql/{path}: circular 'depends on'")
+        for dependency in depends[path]:
+            if dependency not in depends:
+                raise ValueError(f"sql/{path}: depends on unknown sql/{dependency}")
+            place(dependency, (*seen, path))
+        ordered.append(path)
+
+    for path in paths:
+        place(path)
+    return ordered
 
 
 def render_template(path: str, mapping: Mapping, **extra) -> str:

@@ -868,61 +868,6 @@ REVOKE ALL ON PROCEDURE "adhoc_gc"."purge"(integer, integer, interval, interval,
 COMMENT ON PROCEDURE "adhoc_gc"."purge"(integer, integer, interval, interval, boolean, text, boolean) IS
     'adhoc-gc: purges in batches of batch_size, committing after each, until no candidate is left, max_batches or max_runtime; one purge at a time; refuses while the foreign-key audit or a [guard] cap objects (force => true passes the cap). CALL it on its own (pg_cron: as the whole job command).';
 
--- candidates: one row per ad-hoc customer whose whole stack may be deleted now.
--- The batch function deletes exactly these (re-checked at delete time).
-CREATE OR REPLACE VIEW "adhoc_gc"."candidates" AS
-SELECT
-    "c"."id" AS "customer_id",
-    GREATEST(
-        GREATEST("c"."created_at"::timestamptz, "c"."updated_at"::timestamptz),
-        (SELECT max(GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz))
-         FROM "public"."locations" AS "l"
-         WHERE "l"."customer_id" = "c"."id"),
-        (SELECT max(GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz))
-         FROM "public"."locations" AS "l"
-         JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
-         WHERE "l"."customer_id" = "c"."id")
-    ) AS "last_activity_at",
-    ARRAY(
-        SELECT "l"."id"
-        FROM "public"."locations" AS "l"
-        WHERE "l"."customer_id" = "c"."id"
-        ORDER BY 1
-    ) AS "location_ids",
-    ARRAY(
-        SELECT "ct"."id"
-        FROM "public"."locations" AS "l"
-        JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
-        WHERE "l"."customer_id" = "c"."id"
-        ORDER BY 1
-    ) AS "contact_ids"
-FROM "public"."customers" AS "c"
-WHERE "c"."is_adhoc" IS TRUE
-    AND GREATEST("c"."created_at"::timestamptz, "c"."updated_at"::timestamptz) + '14 days'::interval <= now()
-    AND NOT EXISTS (
-        SELECT 1 FROM "public"."locations" AS "l"
-        WHERE "l"."customer_id" = "c"."id"
-          AND (
-              GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz) + '14 days'::interval > now()
-              OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
-              OR EXISTS (SELECT 1 FROM "public"."devices" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
-          )
-    )
-    AND NOT EXISTS (
-        SELECT 1
-        FROM "public"."locations" AS "l"
-        JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
-        WHERE "l"."customer_id" = "c"."id"
-          AND (
-              GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
-              OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
-              OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
-          )
-    );
-
-COMMENT ON VIEW "adhoc_gc"."candidates" IS
-    'adhoc-gc: ad-hoc customers whose whole stack (customer, locations, contacts) is eligible for deletion now. One row per customer.';
-
 -- eligibility: one row per ad-hoc customer, saying whether its stack may be deleted now,
 -- what holds it (blocked_by) and when it becomes eligible if nothing changes (eligible_at).
 -- The same rules as the candidates view, stated with aggregates so they can explain.
@@ -1001,6 +946,116 @@ WHERE "c"."is_adhoc" IS TRUE;
 
 COMMENT ON VIEW "adhoc_gc"."eligibility" IS
     'adhoc-gc: one row per ad-hoc customer: eligible now or not, what holds it (blocked_by: activity, login, or a blocker name) and when it becomes eligible if nothing changes (eligible_at; NULL while a blocker holds it).';
+
+-- blocked_summary: how many ad-hoc customers each rule or blocker holds, and how many are
+-- eligible now. A customer held for two reasons counts under both, so the percentages
+-- (of all ad-hoc customers) can add up to more than 100.
+CREATE OR REPLACE VIEW "adhoc_gc"."blocked_summary" AS
+WITH "verdicts" AS MATERIALIZED (
+    SELECT "e"."eligible", "e"."blocked_by" FROM "adhoc_gc"."eligibility" AS "e"
+)
+SELECT "reason", count(*) AS "customers",
+       round(100.0 * count(*) / nullif((SELECT count(*) FROM "verdicts"), 0), 1) AS "percent_of_adhoc"
+FROM (
+    SELECT 'eligible now' AS "reason" FROM "verdicts" WHERE "eligible"
+    UNION ALL
+    SELECT "held"."reason" FROM "verdicts", unnest("verdicts"."blocked_by") AS "held"("reason")
+) AS "reasons"
+GROUP BY "reason";
+
+COMMENT ON VIEW "adhoc_gc"."blocked_summary" IS
+    'adhoc-gc: per reason (eligible now, activity, login, or a blocker name), how many ad-hoc customers it holds and their percentage of all ad-hoc customers.';
+
+-- candidates: one row per ad-hoc customer whose whole stack may be deleted now.
+-- The batch function deletes exactly these (re-checked at delete time).
+CREATE OR REPLACE VIEW "adhoc_gc"."candidates" AS
+SELECT
+    "c"."id" AS "customer_id",
+    GREATEST(
+        GREATEST("c"."created_at"::timestamptz, "c"."updated_at"::timestamptz),
+        (SELECT max(GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz))
+         FROM "public"."locations" AS "l"
+         WHERE "l"."customer_id" = "c"."id"),
+        (SELECT max(GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz))
+         FROM "public"."locations" AS "l"
+         JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
+         WHERE "l"."customer_id" = "c"."id")
+    ) AS "last_activity_at",
+    ARRAY(
+        SELECT "l"."id"
+        FROM "public"."locations" AS "l"
+        WHERE "l"."customer_id" = "c"."id"
+        ORDER BY 1
+    ) AS "location_ids",
+    ARRAY(
+        SELECT "ct"."id"
+        FROM "public"."locations" AS "l"
+        JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
+        WHERE "l"."customer_id" = "c"."id"
+        ORDER BY 1
+    ) AS "contact_ids"
+FROM "public"."customers" AS "c"
+WHERE "c"."is_adhoc" IS TRUE
+    AND GREATEST("c"."created_at"::timestamptz, "c"."updated_at"::timestamptz) + '14 days'::interval <= now()
+    AND NOT EXISTS (
+        SELECT 1 FROM "public"."locations" AS "l"
+        WHERE "l"."customer_id" = "c"."id"
+          AND (
+              GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz) + '14 days'::interval > now()
+              OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
+              OR EXISTS (SELECT 1 FROM "public"."devices" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
+          )
+    )
+    AND NOT EXISTS (
+        SELECT 1
+        FROM "public"."locations" AS "l"
+        JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
+        WHERE "l"."customer_id" = "c"."id"
+          AND (
+              GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
+              OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
+              OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
+          )
+    );
+
+COMMENT ON VIEW "adhoc_gc"."candidates" IS
+    'adhoc-gc: ad-hoc customers whose whole stack (customer, locations, contacts) is eligible for deletion now. One row per customer.';
+
+-- daily_stats: per day (of the run's start), what the purges did: runs by outcome and the
+-- customers, locations and contacts deleted.
+CREATE OR REPLACE VIEW "adhoc_gc"."daily_stats" AS
+SELECT
+    "r"."started_at"::date AS "day",
+    count(*) AS "runs",
+    count(*) FILTER (WHERE "r"."status" = 'succeeded') AS "succeeded",
+    count(*) FILTER (WHERE "r"."status" IN ('failed', 'abandoned')) AS "failures",
+    count(*) FILTER (WHERE "r"."status" IN ('skipped', 'refused')) AS "skipped_or_refused",
+    sum("r"."customers_deleted") AS "customers_deleted",
+    sum("r"."locations_deleted") AS "locations_deleted",
+    sum("r"."contacts_deleted") AS "contacts_deleted"
+FROM "adhoc_gc"."runs" AS "r"
+GROUP BY "r"."started_at"::date;
+
+COMMENT ON VIEW "adhoc_gc"."daily_stats" IS
+    'adhoc-gc: per day, purge runs (succeeded, failures, skipped or refused) and the customers, locations and contacts deleted.';
+
+-- forecast: how many stacks become eligible on each of the next 30 days if nothing changes
+-- (no new activity, login or blocker). Stacks a blocker holds never become eligible on
+-- their own and are not counted.
+CREATE OR REPLACE VIEW "adhoc_gc"."forecast" AS
+SELECT
+    "d"."day"::date AS "day",
+    count("e"."customer_id") AS "becoming_eligible",
+    sum(count("e"."customer_id")) OVER (ORDER BY "d"."day") AS "cumulative"
+FROM generate_series(date_trunc('day', now()), date_trunc('day', now()) + interval '29 days', interval '1 day')
+     AS "d"("day")
+LEFT JOIN "adhoc_gc"."eligibility" AS "e"
+    ON NOT "e"."eligible"
+   AND "e"."eligible_at" >= "d"."day" AND "e"."eligible_at" < "d"."day" + interval '1 day'
+GROUP BY "d"."day";
+
+COMMENT ON VIEW "adhoc_gc"."forecast" IS
+    'adhoc-gc: for each of the next 30 days, how many stacks become eligible that day if nothing changes, and the running total.';
 
 -- adhoc-gc: ownership and privileges ([roles])
 

@@ -28,6 +28,8 @@ WHERE "jobid" = %(jobid)s
 ORDER BY "start_time" DESC NULLS LAST
 LIMIT %(limit)s
 
+-- doctor
+
 -- name: cron_prune_command
 SELECT format('DELETE FROM cron.job_run_details WHERE end_time < now() - %%L::interval', %(keep)s::interval)
 
@@ -52,6 +54,44 @@ SELECT cron.unschedule("jobid") FROM cron.job WHERE "jobname" = %(job_name)s
 
 -- name: deployed_mapping
 SELECT "fingerprint", "package_version" FROM "adhoc_gc"."deployed_mapping"()
+
+-- name: doctor_column_indexes
+-- The indexes of one table whose first key column is the given column: whether it is unique
+-- on that column alone, and whether a lookup `column = value` can use it (a valid btree or
+-- hash index, whole or partial on `column IS NOT NULL`).
+SELECT
+    "ic"."relname"::text AS "index_name",
+    "i"."indisunique" AND "i"."indnkeyatts" = 1 AND "i"."indpred" IS NULL AS "unique_alone",
+    "am"."amname"::text AS "method",
+    "i"."indisvalid" AS "valid",
+    pg_get_expr("i"."indpred", "i"."indrelid") AS "predicate",
+    "i"."indisvalid" AND "am"."amname" IN ('btree', 'hash')
+        AND ("i"."indpred" IS NULL
+             OR pg_get_expr("i"."indpred", "i"."indrelid") = format('(%%s IS NOT NULL)', quote_ident(%(column)s::text)))
+        AS "usable"
+FROM pg_catalog.pg_index AS "i"
+JOIN pg_catalog.pg_class AS "c" ON "c"."oid" = "i"."indrelid"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+JOIN pg_catalog.pg_class AS "ic" ON "ic"."oid" = "i"."indexrelid"
+JOIN pg_catalog.pg_am AS "am" ON "am"."oid" = "ic"."relam"
+JOIN pg_catalog.pg_attribute AS "a" ON "a"."attrelid" = "c"."oid" AND "a"."attnum" = "i"."indkey"[0]
+WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "a"."attname" = %(column)s
+ORDER BY "i"."indisvalid" DESC, "i"."indpred" IS NULL DESC, "i"."indnkeyatts", "ic"."relname"
+
+-- name: doctor_table_statistics
+-- The planner's statistics on one table: when last analyzed (NULL: never), rows changed
+-- since, its row estimate (-1: never counted), and whether it (or a partition) holds data.
+SELECT
+    greatest("s"."last_analyze", "s"."last_autoanalyze") AS "last_analyzed",
+    coalesce("s"."n_mod_since_analyze", 0) AS "changed_since",
+    "c"."reltuples"::float8 AS "estimated_rows",
+    pg_relation_size("c"."oid") > 0
+        OR EXISTS (SELECT 1 FROM pg_partition_tree("c"."oid") AS "t" WHERE pg_relation_size("t"."relid") > 0)
+        AS "has_data"
+FROM pg_catalog.pg_class AS "c"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+LEFT JOIN pg_catalog.pg_stat_user_tables AS "s" ON "s"."relid" = "c"."oid"
+WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "c"."relkind" IN ('r', 'p')
 
 -- name: enum_labels
 SELECT "e"."enumlabel"
