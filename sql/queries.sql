@@ -108,6 +108,17 @@ FROM (SELECT {{ schema|ident }}."_replica_lag"() AS "lag") AS "l"
 -- name: note_run
 SELECT {{ schema|ident }}."_note_run"(%(run_id)s, %(target_batch_seconds)s, %(batch_retries)s, %(throttled_seconds)s)
 
+-- name: example_stacks
+-- One ad-hoc customer for each verdict (eligible now, or each thing that holds it), for
+-- the demo's tour of the rules.
+SELECT DISTINCT ON ("reason") "reason", "customer_id"::text, "eligible", "eligible_at", "blocked_by"
+FROM (
+    SELECT CASE WHEN "e"."eligible" THEN 'eligible now' ELSE "e"."blocked_by"[1] END AS "reason", "e".*
+    FROM {{ schema|ident }}."eligibility" AS "e"
+    WHERE "e"."eligible" OR cardinality("e"."blocked_by") = 1
+) AS "verdicts"
+ORDER BY "reason", "customer_id"
+
 -- name: count_candidates
 SELECT count(*) FROM {{ schema|ident }}."candidates"
 

@@ -19,7 +19,9 @@ from . import __version__
 from .db import connect, one_line
 from .errors import EXIT_FAILURE, EXIT_OK, AdhocGcError, ConfigError, RunFailed
 from .mapping import Mapping, load_mapping, resolve_dsn
-from .purge import PurgeOptions, PurgeProgress, run_purge
+from .progress import TerminalLine
+from .progress import choose as choose_progress
+from .purge import PurgeOptions, run_purge
 from .render import render_queries
 
 DEBUG_ENV = "ADHOC_GC_DEBUG"
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sleep", type=_non_negative_float, default=0.0, metavar="SECONDS", help="pause between batches")
     p.add_argument("--no-archive", action="store_true", help="do not keep the deleted rows in the purged table")
     p.add_argument("--force", action="store_true", help="run even when [guard] caps would refuse it")
+    p.add_argument("--quiet", action="store_true", help="no progress and no summary; errors only")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log lines instead of the live progress line (default on a terminal: the live line)")
     p.add_argument("--target-batch-seconds", type=_positive_float, metavar="SECONDS",
                    help="adapt the batch size so a batch takes about this long (--batch-size is the ceiling)")
     p.add_argument("--json", action="store_true", help="print the run's result as JSON")
@@ -257,16 +262,17 @@ def cmd_purge(args) -> int:
         force=args.force,
         target_batch_seconds=args.target_batch_seconds,
     )
-    interactive = sys.stderr.isatty() and not args.json
+    reporter = choose_progress(args.quiet, args.log_format)
     with connect(dsn) as conn:
-        total = None
-        if interactive:
+        if reporter == "terminal":
+            # The ETA needs the number of candidates: counted only for a person watching.
             total = conn.execute(queries["count_candidates"]).fetchone()[0]
             conn.commit()
-        reporter = _ProgressLine(total) if interactive else None
-        progress = run_purge(conn, mapping, queries, options, on_batch=reporter)
+            reporter = TerminalLine(total)
+        progress = run_purge(conn, mapping, queries, options, on_batch=reporter,
+                             on_start=reporter.started if reporter else None)
         if reporter:
-            reporter.close()
+            reporter.finished(progress)
     result = {
         "run_id": progress.run_id, "status": progress.status, "batches": progress.batches,
         "customers_deleted": progress.customers, "locations_deleted": progress.locations,
@@ -276,34 +282,11 @@ def cmd_purge(args) -> int:
     }
     if args.json:
         _print_json(result)
-    else:
+    elif not args.quiet:
         print(f"run {progress.run_id} {progress.status}: {progress.customers} customers, "
               f"{progress.locations} locations, {progress.contacts} contacts deleted "
               f"in {progress.batches} batches ({progress.elapsed:.1f}s)")
     return EXIT_OK
-
-
-class _ProgressLine:
-    """One self-rewriting line on a terminal: batches, stacks deleted, rate, ETA."""
-
-    def __init__(self, total: int | None):
-        self.total = total
-
-    def __call__(self, p: PurgeProgress) -> None:
-        rate = p.customers / p.elapsed if p.elapsed > 0 else 0.0
-        line = f"batch {p.batches}: {p.customers} stacks deleted, {rate:.0f}/s, batch size {p.batch_size}"
-        if self.total:
-            line += f", {min(100.0, 100.0 * p.customers / self.total):.0f}% of {self.total}"
-            if rate > 0:
-                line += f", ETA {max(0.0, (self.total - p.customers) / rate):.0f}s"
-        if p.note:
-            line += f" ({p.note})"
-        sys.stderr.write("\r\x1b[2K" + line)
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def cmd_runs(args) -> int:

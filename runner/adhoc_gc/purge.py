@@ -87,6 +87,7 @@ def run_purge(
     queries: dict[str, str],
     options: PurgeOptions,
     on_batch: Callable[[PurgeProgress], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> PurgeProgress:
     """Purge in batches until no candidate is left or a limit is reached."""
     if options.batch_size < 1:
@@ -116,7 +117,7 @@ def run_purge(
                 refused_id = _record_unstarted(conn, queries, options, "refused", refusal)
         if refusal:
             raise PurgeRefused(f"purge refused (recorded as run {refused_id}): {refusal}")
-        return _run_locked(conn, queries, options, on_batch, mapping)
+        return _run_locked(conn, queries, options, on_batch, mapping, on_start)
     finally:
         _release_lock(conn, queries)
 
@@ -149,6 +150,7 @@ def _run_locked(
     options: PurgeOptions,
     on_batch: Callable[[PurgeProgress], None] | None,
     mapping: Mapping,
+    on_start: Callable[[int], None] | None = None,
 ) -> PurgeProgress:
     with conn.transaction():
         run_id = conn.execute(queries["start_run"], {
@@ -159,6 +161,8 @@ def _run_locked(
             "archive": options.archive,
         }).fetchone()[0]
     progress = PurgeProgress(run_id=run_id)
+    if on_start:
+        on_start(run_id)
     deadline = None if options.max_runtime is None else progress.started + options.max_runtime
     sizer = BatchSizer(options.batch_size, options.target_batch_seconds)
     progress.batch_size = sizer.size

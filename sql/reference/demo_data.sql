@@ -35,9 +35,10 @@ SELECT "l"."id", 'contact' || "l"."id" || '@example.com',
 FROM "public"."locations" AS "l"
 JOIN "public"."customers" AS "c" ON "c"."id" = "l"."customer_id";
 
--- Cases: every non-ad-hoc customer, and the ad-hoc kind 8 customers.
+-- Cases: every non-ad-hoc customer (at a location, raised by a contact), and the ad-hoc
+-- kind 8 customers (at a location only: the case that created them).
 INSERT INTO "public"."cases" ("location_id", "contact_id", "subject", "created_at")
-SELECT "l"."id", "ct"."id", 'Case at location ' || "l"."id", "l"."created_at"
+SELECT "l"."id", CASE WHEN "c"."id" % 10 <= 5 THEN "ct"."id" END, 'Case at location ' || "l"."id", "l"."created_at"
 FROM "public"."customers" AS "c"
 JOIN "public"."locations" AS "l" ON "l"."customer_id" = "c"."id"
 JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"

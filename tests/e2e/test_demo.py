@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,9 @@ def private_tmpdir():
 
 
 def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
+    started = time.monotonic()
     result = run_cli("demo", "--customers", "300", env={"TMPDIR": private_tmpdir}, timeout=300)
+    assert time.monotonic() - started < 60
 
     assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
     assert "Traceback" not in result.stderr
@@ -55,11 +58,14 @@ def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
     assert "ad-hoc customers: 120" in out
     eligible = int(re.search(r"eligible now:\s+(\d+)", out).group(1))
     assert eligible > 0
-    assert "first 5 candidates:" in out
+    assert "first 3 candidates:" in out
 
-    # explain shows a customer held by a case and one held by its login.
-    assert "customer 8: not eligible" in out and "[HOLD] no location_case" in out
-    assert "customer 7: not eligible" in out and "[HOLD] no login within 6 months" in out
+    # One stack per verdict, then explain on the one a login holds.
+    examples = out.split("== one ad-hoc stack for each verdict", 1)[1].split("\n== ", 1)[0]
+    for verdict in ("eligible now", "activity", "login", "location_case", "contact_case", "location_device"):
+        assert re.search(rf"^{verdict}\s+\d+\s", examples, re.M), (verdict, examples)
+    login_held = re.search(r"^login\s+(\d+)\s", examples, re.M).group(1)
+    assert f"customer {login_held}: not eligible" in out and "[HOLD] no login within 6 months" in out
 
     # The purge deleted exactly what the plan called eligible, and runs lists it.
     purge = re.search(r"^run (\d+) succeeded: (\d+) customers, \d+ locations, \d+ contacts deleted", out, re.M)
@@ -75,3 +81,21 @@ def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
     # No server left running, nothing left on disk.
     assert os.listdir(private_tmpdir) == [], os.listdir(private_tmpdir)
     assert processes_mentioning(private_tmpdir) == []
+
+
+def test_demo_keep_leaves_a_database_to_query(private_tmpdir):
+    import subprocess
+
+    import psycopg
+
+    result = run_cli("demo", "--customers", "200", "--keep", env={"TMPDIR": private_tmpdir}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    dsn = re.search(r'psql "([^"]+)"', result.stdout).group(1)
+    stop = result.stdout.split("stop and remove it with:\n", 1)[1].strip().splitlines()[0].strip()
+    try:
+        with psycopg.connect(dsn) as conn:
+            reasons = dict(conn.execute("SELECT reason, customers FROM adhoc_gc.blocked_summary").fetchall())
+            assert reasons["login"] > 0 and "eligible now" not in reasons  # the tour purged them
+    finally:
+        subprocess.run(stop, shell=True, check=True, capture_output=True)
+    assert os.listdir(private_tmpdir) == [] and processes_mentioning(private_tmpdir) == []

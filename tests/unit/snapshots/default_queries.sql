@@ -102,6 +102,17 @@ JOIN pg_catalog.pg_class AS "c" ON "c"."oid" = "a"."attrelid"
 JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
 WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "a"."attname" = %(column)s
 
+-- name: example_stacks
+-- One ad-hoc customer for each verdict (eligible now, or each thing that holds it), for
+-- the demo's tour of the rules.
+SELECT DISTINCT ON ("reason") "reason", "customer_id"::text, "eligible", "eligible_at", "blocked_by"
+FROM (
+    SELECT CASE WHEN "e"."eligible" THEN 'eligible now' ELSE "e"."blocked_by"[1] END AS "reason", "e".*
+    FROM "adhoc_gc"."eligibility" AS "e"
+    WHERE "e"."eligible" OR cardinality("e"."blocked_by") = 1
+) AS "verdicts"
+ORDER BY "reason", "customer_id"
+
 -- name: explain_customer
 -- The customer row as adhoc-gc sees it: whether it exists and is ad hoc.
 SELECT "customer_id", "adhoc", "adhoc_value" FROM "adhoc_gc"."explain_customer"(%(customer_id)s)
