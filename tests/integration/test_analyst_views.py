@@ -49,3 +49,19 @@ def test_daily_stats_sum_the_runs_of_each_day(ref_db, ref_conn):
         (today - dt.timedelta(days=1), 1, 0, 1, 0, 0, 0, 0),
         (today, 2, 2, 0, 0, 3, 6, 6),
     ]
+
+
+def test_the_ten_example_queries_in_the_analysts_guide_run(ref_db, ref_conn):
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "analysts.md").read_text()
+    (block,) = re.findall(r"```sql\n(.*?)```", guide, flags=re.S)
+    statements = [part for part in block.split(";")
+                  if any(line.strip() and not line.strip().startswith("--") for line in part.splitlines())]
+    assert len(statements) == 10
+    add_stack(ref_conn)
+    add_stack(ref_conn, last_login_ago="10 days")
+    purge(ref_db, batch_size=5)
+    for statement in statements:
+        ref_conn.execute(statement).fetchall()
