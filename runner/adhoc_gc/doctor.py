@@ -66,6 +66,8 @@ def run_doctor(dsn: str, mapping: Mapping, queries: dict[str, str]) -> list[Find
                 findings += _statistics_findings(conn, mapping, queries)
         with conn.transaction():
             findings += _foreign_key_findings(conn, mapping, queries)
+            if not mismatches:
+                findings += _blocker_key_findings(conn, mapping, queries)
             findings += _deployment_findings(conn, mapping, queries)
             findings += _role_findings(conn, mapping, queries)
         findings += _cron_findings(conn, dsn, mapping, queries)
@@ -266,6 +268,36 @@ def _foreign_key_findings(conn: psycopg.Connection, mapping: Mapping, queries: d
             fix = "drop the foreign key or point it elsewhere: adhoc-gc cannot map a composite key"
         findings.append(Finding("foreign-keys", "problem", f"{schema}.{table} ({', '.join(columns)})",
                                 describe_unmapped_foreign_keys([row]) + "; every purge refuses to run", fix))
+    return findings
+
+
+def _blocker_key_findings(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> list[Finding]:
+    """A blocker column without a foreign key leaves a window (docs/safety.md): a blocker row
+    committed while a batch deletes its stack is not seen, and ends up pointing nowhere."""
+    targets = {"customer": (mapping.customer.table, mapping.customer.key),
+               "location": (mapping.location.table, mapping.location.key),
+               "contact": (mapping.contact.table, mapping.contact.key)}
+    findings = []
+    for blocker in mapping.blockers:
+        target, key = targets[blocker.references]
+        subject = f"{blocker.table} ({blocker.column})"
+        has_key = conn.execute(queries["doctor_column_has_foreign_key"], {
+            "schema": blocker.table.schema, "table": blocker.table.name, "column": blocker.column,
+            "target_schema": target.schema, "target_table": target.name,
+        }).fetchone()[0]
+        if has_key:
+            findings.append(Finding("blocker-keys", "ok", subject, f"foreign key onto {target} ([[blockers]] "
+                                                                  f"{blocker.name})"))
+            continue
+        constraint = index_name(blocker.table, blocker.column, "fkey")
+        table_sql = quote_table(blocker.table)
+        fix = (f"ALTER TABLE {table_sql} ADD CONSTRAINT {quote_ident(constraint)} FOREIGN KEY "
+               f"({quote_ident(blocker.column)}) REFERENCES {quote_table(target)} ({quote_ident(key)}) NOT VALID; "
+               f"ALTER TABLE {table_sql} VALIDATE CONSTRAINT {quote_ident(constraint)};")
+        findings.append(Finding(
+            "blocker-keys", "warning", subject,
+            f"no foreign key onto {target}: a {blocker.name} row committed while a batch deletes its stack is not "
+            "seen and is left pointing nowhere (docs/safety.md)", fix))
     return findings
 
 

@@ -77,7 +77,7 @@ def test_the_reference_database_is_healthy(ref_db):
     result = doctor(ref_db)
     assert not lines_with(result.stdout, "problem")
     assert not lines_with(result.stdout, "warning")
-    assert result.stdout.splitlines()[-1] == "doctor: 0 problems, 0 warnings, 3 info, 16 ok"
+    assert result.stdout.splitlines()[-1] == "doctor: 0 problems, 0 warnings, 3 info, 19 ok"
     by_check: dict[str, list[dict]] = {}
     for finding in findings(ref_db):
         by_check.setdefault(finding["check"], []).append(finding)
@@ -93,6 +93,7 @@ def test_the_reference_database_is_healthy(ref_db):
         'unique index "contacts_pkey" ([contact].key)']
     assert [f["severity"] for f in by_check["lookup"]] == ["info"]
     assert len(by_check["statistics"]) == 5  # the five mapped tables, empty
+    assert len(by_check["blocker-keys"]) == 3  # every blocker column has its foreign key
     assert by_check["deployment"][0]["message"].startswith("deployed from this mapping")
     assert by_check["pg_cron"][0]["message"].startswith("not scheduled: pg_cron is not loaded")
     assert all(f["fix"] is None for f in sum(by_check.values(), []))
@@ -115,6 +116,21 @@ def test_a_missing_index_is_a_problem_with_its_exact_fix(ref_db):
     run_sql(ref_db, fix)
     after = doctor(ref_db)
     assert 'public.cases (contact_id): index "cases_contact_id_adhoc_gc_idx"' in after.stdout
+
+
+def test_a_blocker_without_a_foreign_key_is_a_warning_with_its_fix(ref_db):
+    run_sql(ref_db, "ALTER TABLE cases DROP CONSTRAINT cases_contact_id_fkey")
+
+    result = doctor(ref_db)  # a warning: exit 0
+
+    (line,) = lines_with(result.stdout, "warning")
+    assert "public.cases (contact_id)" in line and "no foreign key onto public.contacts" in line
+    fix = fix_of(line)
+    assert fix == ('ALTER TABLE "public"."cases" ADD CONSTRAINT "cases_contact_id_fkey" FOREIGN KEY ("contact_id") '
+                   'REFERENCES "public"."contacts" ("id") NOT VALID; '
+                   'ALTER TABLE "public"."cases" VALIDATE CONSTRAINT "cases_contact_id_fkey";')
+    run_sql(ref_db, fix)
+    assert not lines_with(doctor(ref_db).stdout, "warning")
 
 
 def test_an_invalid_index_is_dropped_and_built_again(ref_db):

@@ -55,6 +55,21 @@ SELECT cron.unschedule("jobid") FROM cron.job WHERE "jobname" = %(job_name)s
 -- name: deployed_mapping
 SELECT "fingerprint", "package_version" FROM "adhoc_gc"."deployed_mapping"()
 
+-- name: doctor_column_has_foreign_key
+-- Whether the column alone carries a foreign key onto the given table.
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_catalog.pg_constraint AS "con"
+    JOIN pg_catalog.pg_class AS "src" ON "src"."oid" = "con"."conrelid"
+    JOIN pg_catalog.pg_namespace AS "src_ns" ON "src_ns"."oid" = "src"."relnamespace"
+    JOIN pg_catalog.pg_attribute AS "a" ON "a"."attrelid" = "con"."conrelid" AND "a"."attnum" = "con"."conkey"[1]
+    JOIN pg_catalog.pg_class AS "tgt" ON "tgt"."oid" = "con"."confrelid"
+    JOIN pg_catalog.pg_namespace AS "tgt_ns" ON "tgt_ns"."oid" = "tgt"."relnamespace"
+    WHERE "con"."contype" = 'f' AND cardinality("con"."conkey") = 1
+      AND "src_ns"."nspname" = %(schema)s AND "src"."relname" = %(table)s AND "a"."attname" = %(column)s
+      AND "tgt_ns"."nspname" = %(target_schema)s AND "tgt"."relname" = %(target_table)s
+)
+
 -- name: doctor_column_indexes
 -- The indexes of one table whose first key column is the given column: whether it is unique
 -- on that column alone, and whether a lookup `column = value` can use it (a valid btree or
@@ -92,6 +107,8 @@ FROM pg_catalog.pg_class AS "c"
 JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
 LEFT JOIN pg_catalog.pg_stat_user_tables AS "s" ON "s"."relid" = "c"."oid"
 WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "c"."relkind" IN ('r', 'p')
+
+-- report
 
 -- name: enum_labels
 SELECT "e"."enumlabel"
@@ -142,6 +159,42 @@ FROM "adhoc_gc"."runs"
 ORDER BY "id" DESC
 LIMIT %(limit)s
 
+-- name: metrics_last_run
+-- The newest run: its status, start (epoch seconds), how long it took (still running: so
+-- far) and what it deleted.
+SELECT
+    "status",
+    extract(epoch FROM "started_at")::float8 AS "started",
+    extract(epoch FROM coalesce("finished_at", clock_timestamp()) - "started_at")::float8 AS "duration",
+    "customers_deleted",
+    "locations_deleted",
+    "contacts_deleted"
+FROM "adhoc_gc"."runs"
+ORDER BY "id" DESC
+LIMIT 1
+
+-- name: metrics_last_success
+-- When the newest succeeded run finished (epoch seconds), NULL when none is in the runs table.
+SELECT extract(epoch FROM max(coalesce("finished_at", "started_at")))::float8
+FROM "adhoc_gc"."runs"
+WHERE "status" = 'succeeded'
+
+-- name: metrics_runs_by_status
+-- The runs in the runs table (kept for [retention] runs) by status, and the customers they deleted.
+SELECT "status", count(*) AS "runs", coalesce(sum("customers_deleted"), 0)::bigint AS "customers_deleted"
+FROM "adhoc_gc"."runs"
+GROUP BY "status"
+ORDER BY "status"
+
+-- uninstall
+
+-- name: metrics_summary
+-- The database's name (a label of every metric) and how many customers are ad hoc.
+-- Sent without parameters: a value of [customer] adhoc_values may hold a percent sign.
+SELECT
+    current_database() AS "database",
+    (SELECT count(*) FROM "public"."customers" AS "c" WHERE "c"."is_adhoc" IS TRUE) AS "adhoc_customers"
+
 -- name: note_run
 SELECT "adhoc_gc"."_note_run"(%(run_id)s, %(target_batch_seconds)s, %(batch_retries)s, %(throttled_seconds)s)
 
@@ -181,6 +234,99 @@ SELECT "adhoc_gc"."_release_purge_lock"()
 SELECT extract(epoch FROM "lag")::double precision,
        "lag" > '0'::interval
 FROM (SELECT "adhoc_gc"."_replica_lag"() AS "lag") AS "l"
+
+-- name: report_backlog_behind
+-- No history of the backlog is kept; for each of the last 29 days this gives the bounds of
+-- an estimate of the backlog at the end of that day: the stacks eligible now that were
+-- already eligible then (eligible_at on or before that day; "waiting"), and the customers
+-- purged on the days after it (each may or may not have been eligible then; "purged_after").
+WITH "waiting" AS (
+    SELECT "eligible_at"::date AS "since", count(*) AS "stacks"
+    FROM "adhoc_gc"."eligibility"
+    WHERE "eligible"
+    GROUP BY "eligible_at"::date
+), "deleted" AS (
+    SELECT "day", "customers_deleted"
+    FROM "adhoc_gc"."daily_stats"
+    WHERE "day" > now()::date - 30 AND "day" <= now()::date
+)
+SELECT
+    "d"."day",
+    (SELECT coalesce(sum("w"."stacks"), 0) FROM "waiting" AS "w" WHERE "w"."since" <= "d"."day")::bigint AS "waiting",
+    (SELECT coalesce(sum("x"."customers_deleted"), 0) FROM "deleted" AS "x" WHERE "x"."day" > "d"."day")::bigint
+        AS "purged_after"
+FROM (SELECT now()::date - "n" AS "day" FROM generate_series(1, 29) AS "n") AS "d"
+ORDER BY "d"."day"
+
+-- name: report_context
+-- When the report was taken (every report query runs in one read-only REPEATABLE READ
+-- transaction, so now() is the same in all of them), and the time zone that dates are in.
+SELECT now() AS "as_of", current_setting('TimeZone') AS "time_zone", current_database() AS "database"
+
+-- name: report_forecast
+SELECT "day", "becoming_eligible", "cumulative"::bigint
+FROM "adhoc_gc"."forecast"
+ORDER BY "day"
+
+-- name: report_funnel
+-- The funnel in one pass over eligibility; each stage is a subset of the one before:
+-- ad-hoc customers -> inactive (the activity rule passes) -> and free of blockers (no
+-- blocker name in blocked_by; the time rules are not blockers) -> eligible now (the login
+-- rule passes too).
+SELECT
+    count(*) AS "adhoc_customers",
+    count(*) FILTER (WHERE NOT 'activity' = ANY ("blocked_by")) AS "inactive",
+    count(*) FILTER (
+        WHERE NOT 'activity' = ANY ("blocked_by")
+          AND NOT "blocked_by" && ARRAY['location_case', 'contact_case', 'location_device']::text[]
+    ) AS "free_of_blockers",
+    count(*) FILTER (WHERE "eligible") AS "eligible_now"
+FROM "adhoc_gc"."eligibility"
+
+-- name: report_holds
+-- What holds the ad-hoc customers that are not eligible (a customer held for two reasons
+-- counts under both; percent of all ad-hoc customers).
+SELECT "reason", "customers", "percent_of_adhoc"
+FROM "adhoc_gc"."blocked_summary"
+WHERE "reason" <> 'eligible now'
+ORDER BY "customers" DESC, "reason"
+
+-- metrics
+
+-- name: report_no_jit
+-- In the report's transaction only: no JIT compilation. The planner's cost for the views'
+-- joins crosses jit_above_cost even on small tables, and compiling took over 2 s per query
+-- (report_backlog_behind, report_forecast) where running them took milliseconds.
+SELECT set_config('jit', 'off', true)
+
+-- name: report_purged
+-- Purged in the last 7 and the last 30 days (today included), from the runs table through
+-- daily_stats: it counts also when the archive is off.
+SELECT
+    "w"."days",
+    coalesce(sum("s"."runs"), 0)::bigint AS "runs",
+    coalesce(sum("s"."failures"), 0)::bigint AS "failures",
+    coalesce(sum("s"."customers_deleted"), 0)::bigint AS "customers",
+    coalesce(sum("s"."locations_deleted"), 0)::bigint AS "locations",
+    coalesce(sum("s"."contacts_deleted"), 0)::bigint AS "contacts"
+FROM (VALUES (7), (30)) AS "w"("days")
+LEFT JOIN "adhoc_gc"."daily_stats" AS "s"
+    ON "s"."day" > now()::date - "w"."days" AND "s"."day" <= now()::date
+GROUP BY "w"."days"
+ORDER BY "w"."days"
+
+-- name: report_purged_per_day
+-- Each of the last 30 days (today last), days without a run included.
+SELECT
+    "d"."day",
+    coalesce("s"."runs", 0)::bigint AS "runs",
+    coalesce("s"."failures", 0)::bigint AS "failures",
+    coalesce("s"."customers_deleted", 0)::bigint AS "customers",
+    coalesce("s"."locations_deleted", 0)::bigint AS "locations",
+    coalesce("s"."contacts_deleted", 0)::bigint AS "contacts"
+FROM (SELECT now()::date - "n" AS "day" FROM generate_series(0, 29) AS "n") AS "d"
+LEFT JOIN "adhoc_gc"."daily_stats" AS "s" ON "s"."day" = "d"."day"
+ORDER BY "d"."day"
 
 -- name: restore
 SELECT "stacks", "customers", "locations", "contacts", "owned_rows"
@@ -222,6 +368,107 @@ WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s
 
 -- name: try_purge_lock
 SELECT "adhoc_gc"."_try_purge_lock"()
+
+-- name: uninstall_cron_jobs
+-- In pg_cron's database: unschedules this package's jobs, returning their names: the named
+-- job, any job CALLing this schema's purge procedure in this database, and the
+-- history-pruning job of each.
+WITH "purge_jobs" AS (
+    SELECT "jobid", "jobname"
+    FROM cron.job
+    WHERE "jobname" = %(job_name)s
+       OR ("database" = %(database)s AND starts_with("command", format('CALL %%I."purge"(', %(schema)s::text)))
+)
+SELECT coalesce("j"."jobname", 'job ' || "j"."jobid"), cron.unschedule("j"."jobid")
+FROM cron.job AS "j"
+WHERE "j"."jobid" IN (SELECT "jobid" FROM "purge_jobs")
+   OR "j"."jobname" IN (SELECT "jobname" || %(prune_suffix)s FROM "purge_jobs")
+ORDER BY "j"."jobid"
+
+-- name: uninstall_dependents
+-- What depends on the objects uninstall drops (the relations and routines named, in the
+-- package schema, with their row types) and is not one of them: a user's view, function,
+-- trigger, default or foreign key. Each would stop the DROP, which never CASCADEs. A rule,
+-- trigger, default, constraint or policy is named as its table or view.
+WITH "dropped" AS (
+    SELECT 'pg_catalog.pg_class'::regclass::oid AS "classid", "c"."oid" AS "objid"
+    FROM pg_catalog.pg_class AS "c"
+    JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+    WHERE "n"."nspname" = %(schema)s AND "c"."relname" = ANY (%(relations)s::text[])
+    UNION ALL
+    SELECT 'pg_catalog.pg_proc'::regclass::oid, "p"."oid"
+    FROM pg_catalog.pg_proc AS "p"
+    JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "p"."pronamespace"
+    WHERE "n"."nspname" = %(schema)s AND "p"."proname" = ANY (%(routines)s::text[])
+), "referenced" AS (
+    SELECT "classid", "objid" FROM "dropped"
+    UNION ALL
+    SELECT 'pg_catalog.pg_type'::regclass::oid, "t"."oid"
+    FROM pg_catalog.pg_type AS "t"
+    WHERE "t"."typrelid" IN (SELECT "objid" FROM "dropped" WHERE "classid" = 'pg_catalog.pg_class'::regclass::oid)
+    UNION ALL
+    SELECT 'pg_catalog.pg_type'::regclass::oid, "t"."typarray"
+    FROM pg_catalog.pg_type AS "t"
+    WHERE "t"."typrelid" IN (SELECT "objid" FROM "dropped" WHERE "classid" = 'pg_catalog.pg_class'::regclass::oid)
+      AND "t"."typarray" <> 0
+), "dependents" AS (
+    SELECT
+        coalesce("owner"."classid", "dep"."classid") AS "classid",
+        coalesce("owner"."objid", "dep"."objid") AS "objid",
+        "dep"."refclassid",
+        "dep"."refobjid"
+    FROM pg_catalog.pg_depend AS "dep"
+    LEFT JOIN LATERAL (
+        SELECT 'pg_catalog.pg_class'::regclass::oid AS "classid", "o"."relid" AS "objid"
+        FROM (
+            SELECT "ev_class" FROM pg_catalog.pg_rewrite
+            WHERE "dep"."classid" = 'pg_catalog.pg_rewrite'::regclass AND "oid" = "dep"."objid"
+            UNION ALL
+            SELECT "tgrelid" FROM pg_catalog.pg_trigger
+            WHERE "dep"."classid" = 'pg_catalog.pg_trigger'::regclass AND "oid" = "dep"."objid"
+            UNION ALL
+            SELECT "adrelid" FROM pg_catalog.pg_attrdef
+            WHERE "dep"."classid" = 'pg_catalog.pg_attrdef'::regclass AND "oid" = "dep"."objid"
+            UNION ALL
+            SELECT "conrelid" FROM pg_catalog.pg_constraint
+            WHERE "dep"."classid" = 'pg_catalog.pg_constraint'::regclass AND "oid" = "dep"."objid" AND "conrelid" <> 0
+            UNION ALL
+            SELECT "polrelid" FROM pg_catalog.pg_policy
+            WHERE "dep"."classid" = 'pg_catalog.pg_policy'::regclass AND "oid" = "dep"."objid"
+        ) AS "o"("relid")
+    ) AS "owner" ON true
+    WHERE "dep"."deptype" = 'n'
+      AND ("dep"."refclassid", "dep"."refobjid") IN (SELECT "classid", "objid" FROM "referenced")
+)
+SELECT DISTINCT
+    pg_catalog.pg_describe_object("classid", "objid", 0) AS "dependent",
+    pg_catalog.pg_describe_object("refclassid", "refobjid", 0) AS "depends_on"
+FROM "dependents"
+WHERE ("classid", "objid") NOT IN (SELECT "classid", "objid" FROM "referenced")
+ORDER BY "dependent", "depends_on"
+
+-- name: uninstall_drop_schema
+-- Without CASCADE: a schema still holding anything (a user's object) stays.
+DROP SCHEMA "adhoc_gc"
+
+-- name: uninstall_kept_rows
+SELECT (SELECT count(*) FROM "adhoc_gc"."runs"), (SELECT count(*) FROM "adhoc_gc"."purged")
+
+-- name: uninstall_present
+-- Which of the package's objects exist in its schema, and their kind: 'v' view, 'r' table,
+-- 'f' function, 'p' procedure.
+SELECT "c"."relname"::text AS "name", "c"."relkind"::text AS "kind"
+FROM pg_catalog.pg_class AS "c"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+WHERE "n"."nspname" = %(schema)s AND "c"."relname" = ANY (%(relations)s::text[]) AND "c"."relkind" IN ('v', 'r')
+UNION ALL
+SELECT "p"."proname"::text, "p"."prokind"::text
+FROM pg_catalog.pg_proc AS "p"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "p"."pronamespace"
+WHERE "n"."nspname" = %(schema)s AND "p"."proname" = ANY (%(routines)s::text[])
+
+-- name: uninstall_schema_exists
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE "nspname" = %(schema)s)
 
 -- name: unmapped_foreign_keys
 -- Run by deploy before anything is written (purges call _unmapped_foreign_keys()).
