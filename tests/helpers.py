@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -97,3 +98,17 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | None = None, timeout
         [sys.executable, "-m", "adhoc_gc", *args],
         capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
     )
+
+
+# A purge's progress log line (not on a terminal), e.g. "2026-12-03T19:37:24+00:00 adhoc-gc run 1 started".
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\S+ adhoc-gc run \d+ ")
+
+
+def assert_one_error_line(stderr: str) -> str:
+    """The error is one line, the last; anything before it is a progress log line."""
+    lines = stderr.splitlines()
+    assert stderr.endswith("\n")
+    errors = [line for line in lines if not LOG_LINE.match(line)]
+    assert len(errors) == 1, f"expected one error line on stderr, got {len(errors)}: {stderr!r}"
+    assert lines[-1] == errors[0] and errors[0].startswith("adhoc-gc: error: "), lines
+    return errors[0]

@@ -140,9 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=5, metavar="N")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("metrics", parents=[common],
+                       help="print metrics in Prometheus' text format, for node_exporter's textfile collector (read only)")
+    p.add_argument("--no-candidates", action="store_true", help="leave out adhoc_gc_candidates (counting them may be slow)")
+
+    p = sub.add_parser("uninstall", parents=[common],
+                       help="unschedule the pg_cron job and drop the views, functions and procedure (--drop-data: tables, schema)")
+    p.add_argument("--drop-data", action="store_true",
+                   help="also drop the tables (runs, purged and yoyo's) and then the schema if nothing else is in it")
+    p.add_argument("--job-name", metavar="NAME", help="pg_cron job name (default adhoc-gc:DATABASE:SCHEMA)")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+
     p = sub.add_parser("doctor", parents=[common],
                        help="check indexes, statistics, foreign keys, deployment, pg_cron and roles; print each fix")
     p.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+
+    p = sub.add_parser("report", parents=[common],
+                       help="funnel, purged per day, backlog trend, what holds the rest, last runs (read only)")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the report as JSON")
+    output.add_argument("--csv", action="store_true", help="print the report as one flat CSV: section,key,metric,value")
+    output.add_argument("--html", metavar="FILE",
+                        help="write one self-contained HTML page (inline CSS and SVG charts) to FILE ('-': stdout)")
 
     p = sub.add_parser("demo", help="the whole job on a throwaway local PostgreSQL, then clean up")
     p.add_argument("--customers", type=_positive_int, default=2000, metavar="N", help="customers to generate (default 2000)")
@@ -262,7 +281,8 @@ def cmd_purge(args) -> int:
         force=args.force,
         target_batch_seconds=args.target_batch_seconds,
     )
-    reporter = choose_progress(args.quiet, args.log_format)
+    # --json is for scripts: no progress unless --log-format asks for it.
+    reporter = choose_progress(args.quiet or (args.json and args.log_format is None), args.log_format)
     with connect(dsn) as conn:
         if reporter == "terminal":
             # The ETA needs the number of candidates: counted only for a person watching.
@@ -473,6 +493,52 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(args) -> int:
+    from .metrics import collect, exposition
+
+    mapping, dsn, queries = _setup(args)
+    sys.stdout.write(exposition(collect(dsn, mapping, queries, candidates=not args.no_candidates)))
+    return EXIT_OK
+
+
+def cmd_uninstall(args) -> int:
+    from .uninstall import uninstall
+
+    mapping, dsn, queries = _setup(args)
+    result = uninstall(dsn, mapping, queries, drop_data=args.drop_data, job_name=args.job_name)
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    schema, database = result["schema"], result["database"]
+    dropped = result["dropped"]
+    if not result["installed"]:
+        print(f"adhoc-gc is not installed in schema {schema!r} of database {database!r}: nothing to drop")
+    else:
+        print(f"uninstalled adhoc-gc from schema {schema!r} of database {database!r}:")
+    if result["pg_cron"] != "loaded":
+        print(f"  pg_cron {result['pg_cron']}: no job to remove")
+    elif result["cron_jobs_removed"]:
+        print("  removed pg_cron job(s): " + ", ".join(result["cron_jobs_removed"]))
+    else:
+        print("  no pg_cron job to remove")
+    if result["installed"]:
+        print("  dropped " + ", ".join(f"{len(dropped[kind])} {kind[:-1] if len(dropped[kind]) == 1 else kind}"
+                                       for kind in ("views", "procedures", "functions")))
+    if result["tables_dropped"]:
+        print("  dropped tables: " + ", ".join(result["tables_dropped"]))
+    if result["tables_kept"]:
+        rows = result["rows_kept"]
+        counts = (f" ({rows['runs']} run{'' if rows['runs'] == 1 else 's'}, {rows['purged']} archived "
+                  f"stack{'' if rows['purged'] == 1 else 's'})" if rows else "")
+        print(f"  kept tables{counts}: " + ", ".join(result["tables_kept"]))
+        print("  `adhoc-gc deploy` installs again on top of them; `adhoc-gc uninstall --drop-data` drops them")
+    if result["schema_dropped"]:
+        print(f"  dropped schema {schema!r}")
+    elif result["schema_kept_because"]:
+        print(f"  kept schema {schema!r}: {result['schema_kept_because']}")
+    return EXIT_OK
+
+
 def cmd_doctor(args) -> int:
     from .doctor import format_text, problem_count, run_doctor
     from .errors import DoctorFoundProblems
@@ -488,6 +554,29 @@ def cmd_doctor(args) -> int:
         sys.stdout.flush()
         raise DoctorFoundProblems(f"doctor found {problems} problem{'s' if problems > 1 else ''}, each printed "
                                   "with its fix")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from .report import build_report, format_csv, format_html, format_text
+
+    mapping, dsn, queries = _setup(args)
+    report = build_report(dsn, mapping, queries)
+    if args.json:
+        _print_json(report)
+    elif args.csv:
+        sys.stdout.write(format_csv(report))
+    elif args.html == "-":
+        sys.stdout.write(format_html(report))
+    elif args.html:
+        try:
+            with open(args.html, "w", encoding="utf-8") as page:
+                page.write(format_html(report))
+        except OSError as exc:
+            raise RunFailed(f"cannot write {args.html}: {exc.strerror or exc}") from None
+        print(f"report written to {args.html}")
+    else:
+        print(format_text(report))
     return EXIT_OK
 
 
@@ -508,6 +597,9 @@ COMMANDS = {
     "schedule": cmd_schedule,
     "unschedule": cmd_unschedule,
     "status": cmd_status,
+    "metrics": cmd_metrics,
+    "uninstall": cmd_uninstall,
     "doctor": cmd_doctor,
+    "report": cmd_report,
     "demo": cmd_demo,
 }

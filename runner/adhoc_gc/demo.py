@@ -1,7 +1,7 @@
 """`adhoc-gc demo`: a tour of the whole job on a throwaway local PostgreSQL.
 
 Generated customers in the reference schema, then: deploy, plan, one stack per rule,
-explain, purge (with its progress display), runs, report. The server is removed at the
+explain, purge (with its progress display), runs, plan again, report. The server is removed at the
 end, or left running with --keep so a newcomer can query the views.
 """
 
@@ -70,6 +70,7 @@ def run_demo(customers: int, keep: bool) -> int:
             ("adhoc-gc purge --batch-size 100", ["purge", "--batch-size", "100"]),
             ("adhoc-gc runs", ["runs", "--limit", "5"]),
             ("adhoc-gc plan   (after the purge)", ["plan", "--sample", "0"]),
+            ("adhoc-gc report", ["report"]),
         ]
         for title, argv in steps:
             if code := step(title, argv):

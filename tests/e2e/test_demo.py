@@ -73,8 +73,9 @@ def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
     assert int(purge.group(2)) == eligible
     assert re.search(rf"^\s+{purge.group(1)}\s+\S+ \S+\s+succeeded\s+runner\b", out, re.M), out
 
-    # The plan after the purge: nothing eligible is left.
-    after = out.split("== adhoc-gc plan   (after the purge)", 1)[1]
+    # The plan after the purge: nothing eligible is left; the report closes the tour.
+    after = out.split("== adhoc-gc plan   (after the purge)", 1)[1].split("== adhoc-gc report", 1)[0]
+    assert "== adhoc-gc report" in out
     assert f"ad-hoc customers: {120 - eligible}" in after
     assert re.search(r"eligible now:\s+0\b", after)
 

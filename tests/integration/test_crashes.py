@@ -28,7 +28,7 @@ import time
 import psycopg
 import pytest
 
-from helpers import Stack, add_stack, stack_exists
+from helpers import assert_one_error_line, Stack, add_stack, stack_exists
 
 CLI_APPLICATION_NAME = "adhoc-gc"  # what the runner's connections call themselves (adhoc_gc.db)
 
@@ -125,14 +125,6 @@ def _assert_finished_the_work(conn: psycopg.Connection, stacks: list[Stack], kep
     assert conn.execute("SELECT count(*) FROM adhoc_gc.candidates").fetchone()[0] == 0
 
 
-def _one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {stderr!r}"
-    assert lines[0].startswith("adhoc-gc: error: "), lines[0]
-    return lines[0]
-
-
 def test_sigkill_of_the_runner_between_and_inside_batches(ref_db, ref_conn):
     """SIGKILL the CLI after it committed a couple of batches: the run stays `running`, the
     batches it committed are whole and counted; the next purge abandons it and finishes."""
@@ -206,7 +198,8 @@ def test_backend_terminated_at_random_moments(ref_db, ref_conn):
                 runner.wait()
         _wait_backend_gone(ref_conn, pid)
         assert runner.returncode == 1, f"attempt {attempt}: exit {runner.returncode}, stderr {stderr!r}"
-        _one_error_line(stderr)
+        assert "Traceback" not in stderr, stderr
+        assert_one_error_line(stderr)
 
         # The runs a dead session left: still running (whatever it had committed stays counted).
         started = [r[0] for r in ref_conn.execute(
