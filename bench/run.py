@@ -18,9 +18,17 @@ ANALYZE) it, and use it as a TEMPLATE. Every measurement then runs on its own fr
                transaction, ids precomputed before timing, no checks, no archive
   views        SELECT count(*) FROM adhoc_gc.candidates / eligibility (best of 2), with
                EXPLAIN (ANALYZE, BUFFERS) saved to bench/results/explain-<view>-<size>.txt
-  batch        one purge_batch in the middle of the key range under auto_explain (nested
+  batch        the first 7 batches of a run, batches 1 and 7 under auto_explain (nested
                statements, ANALYZE, BUFFERS), saved to bench/results/explain-batch-<size>.txt,
                and pg_stat_statements' per-statement totals over the whole archive-on purge
+  --sweep      purge, purge --no-archive and floor again at other batch sizes
+  --app-load   pgbench (bench/pgbench_app.sql) alone, then during a purge: TPS, latency
+
+Every clone starts with its tables and indexes prewarmed into shared buffers, after a
+CHECKPOINT. Each timed step records wall time, CPU seconds (server and client: much less
+disturbed than wall time by other work on the machine) and the 1-minute load average.
+Timing: --repeat runs of purge, floor and naive, each on a fresh clone, best reported.
+docs/performance.md has the results and what they mean.
 
 Results: a table on stdout and bench/results/<size>-<date>.json. Nothing here is part of
 the test suite. The server runs with fsync = off, synchronous_commit = off and
@@ -48,13 +56,23 @@ import psycopg
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RUNNER = ROOT / "runner"
-if str(RUNNER) not in sys.path:
-    sys.path.insert(0, str(RUNNER))  # this checkout's adhoc_gc, whatever is installed
+PRODUCT = ROOT  # the adhoc-gc checkout measured (runner/, sql/, migrations/); --product
+RUNNER = PRODUCT / "runner"
 
-from adhoc_gc.deploy import deploy  # noqa: E402
-from adhoc_gc.mapping import parse_mapping  # noqa: E402
-from adhoc_gc.throwaway import ThrowawayPostgres  # noqa: E402
+
+def load_product(path: Path) -> None:
+    """Import adhoc_gc from the checkout at `path`, whatever is installed."""
+    global PRODUCT, RUNNER, deploy, parse_mapping, ThrowawayPostgres
+    PRODUCT, RUNNER = path.resolve(), path.resolve() / "runner"
+    sys.path.insert(0, str(RUNNER))
+    import adhoc_gc
+    from adhoc_gc.deploy import deploy
+    from adhoc_gc.mapping import parse_mapping
+    from adhoc_gc.throwaway import ThrowawayPostgres
+
+    if not Path(adhoc_gc.__file__).resolve().is_relative_to(RUNNER):
+        raise SystemExit(f"adhoc_gc was imported from {adhoc_gc.__file__}, not from {RUNNER}")
+
 
 RESULTS = BENCH / "results"
 TEMPLATE = "bench_template"
@@ -94,7 +112,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.label = size_label(args.customers)
-        self.server: ThrowawayPostgres | None = None
+        self.server = None
         self.results: dict = {"customers": args.customers, "label": self.label, "seed": args.seed,
                               "batch_size": args.batch_size, "measurements": {}}
         self.clone_seconds: list[float] = []
@@ -106,12 +124,42 @@ class Bench:
         return psycopg.connect(self.server.dsn(), autocommit=True)
 
     def clone(self, name: str) -> str:
+        self.loadavg_at_clone = os.getloadavg()[0]
         started = time.monotonic()
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}" STRATEGY FILE_COPY')
         self.clone_seconds.append(time.monotonic() - started)
-        return self.server.dsn(name)
+        dsn = self.server.dsn(name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # Same start for every measurement: the application's tables and indexes in
+            # shared buffers (the previous clone's were dropped with it), then a checkpoint.
+            conn.execute("SELECT sum(pg_prewarm(c.oid)) FROM pg_class AS c "
+                         "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i')")
+            conn.execute("CHECKPOINT")
+        return dsn
+
+    def server_cpu(self) -> float | None:
+        """CPU seconds used so far by the server: the postmaster, its live children, and (as the
+        postmaster's children times) every backend or worker that has exited. A measurement's
+        delta of this plus its client's CPU is far less sensitive than wall time to other work
+        sharing the machine's cores."""
+        try:
+            import psutil
+
+            pid = int((self.server.datadir / "postmaster.pid").read_text().split()[0])
+            postmaster = psutil.Process(pid)
+            times = postmaster.cpu_times()
+            total = times.user + times.system + times.children_user + times.children_system
+            for child in postmaster.children():
+                try:
+                    t = child.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            return total
+        except Exception:  # noqa: BLE001 - psutil missing or /proc unreadable: no CPU figures
+            return None
 
     def drop(self, name: str) -> None:
         with self.admin() as conn:
@@ -123,14 +171,14 @@ class Bench:
             conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
         dsn = self.server.dsn(TEMPLATE)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute((ROOT / "sql" / "reference" / "app_schema.sql").read_text())
+            conn.execute((PRODUCT / "sql" / "reference" / "app_schema.sql").read_text())
         log(f"generating {args.customers} customers (bench/generate.sql, seed {args.seed})")
         started = time.monotonic()
         out = subprocess.run(
             [str(self.server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
              "-v", f"customers={int(args.customers)}", "-v", f"seed={int(args.seed)}",
              "-f", str(BENCH / "generate.sql"), dsn],
-            capture_output=True, text=True)
+            check=False, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"generate.sql failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
         generate_seconds = time.monotonic() - started
@@ -157,7 +205,7 @@ class Bench:
             db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             version = conn.execute("SELECT version()").fetchone()[0]
             settings = dict(conn.execute(
-                "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s) ORDER BY 1",
+                "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY 1",
                 (["shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "checkpoint_timeout",
                   "fsync", "synchronous_commit", "full_page_writes", "wal_level", "autovacuum",
                   "max_parallel_workers_per_gather", "effective_cache_size", "random_page_cost", "jit"],)).fetchall())
@@ -177,24 +225,28 @@ class Bench:
 
     # -- measurements ---------------------------------------------------------------------
 
-    def purge_cli(self, archive: bool, run_no: int) -> dict:
+    def purge_cli(self, archive: bool, run_no: int, batch_size: int | None = None) -> dict:
+        batch_size = batch_size or self.args.batch_size
         name = f"bench_purge_{'archive' if archive else 'noarchive'}_{run_no}"
         dsn = self.clone(name)
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_stat_statements_reset()")
-            argv = [sys.executable, "-m", "adhoc_gc", "purge", "--batch-size", str(self.args.batch_size), "--json",
+            argv = [sys.executable, "-m", "adhoc_gc", "purge", "--batch-size", str(batch_size), "--json",
                     "--dsn", dsn]
             if not archive:
                 argv.append("--no-archive")
             with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                cpu_before = self.server_cpu()
                 started = time.monotonic()
                 child = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env,
-                                         cwd=ROOT)
+                                         cwd=PRODUCT)
                 # wait4 on this one child: its own peak RSS, not the max over every child so far.
                 _, status, usage = os.wait4(child.pid, 0)
                 child.returncode = os.waitstatus_to_exitcode(status)
                 wall = time.monotonic() - started
+                time.sleep(0.2)  # let the postmaster reap the runner's backend
+                cpu_after = self.server_cpu()
                 out.seek(0)
                 err.seek(0)
                 stdout, stderr = out.read().decode(), err.read().decode()
@@ -202,13 +254,13 @@ class Bench:
                 raise SystemExit(f"adhoc-gc purge exited {child.returncode}: {stderr.strip()}")
             result = json.loads(stdout)
             with psycopg.connect(dsn, autocommit=True) as conn:
-                left = conn.execute('SELECT count(*) FROM "adhoc_gc"."candidates"').fetchone()[0]
-                archived = conn.execute('SELECT count(*) FROM "adhoc_gc"."purged"').fetchone()[0]
                 top = conn.execute(
                     "SELECT calls, round(total_exec_time::numeric, 1), round((total_exec_time / calls)::numeric, 3), "
                     "       rows, regexp_replace(left(query, 160), '\\s+', ' ', 'g') "
                     "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                     "ORDER BY total_exec_time DESC LIMIT 12").fetchall()
+                left = conn.execute('SELECT count(*) FROM "adhoc_gc"."candidates"').fetchone()[0]
+                archived = conn.execute('SELECT count(*) FROM "adhoc_gc"."purged"').fetchone()[0]
             seconds = result["seconds"]
             rows = result["customers_deleted"] + result["locations_deleted"] + result["contacts_deleted"]
             return {
@@ -220,6 +272,9 @@ class Bench:
                 "ms_per_stack": round(1000 * seconds / max(1, result["customers_deleted"]), 4),
                 "batch_seconds": result["batch_seconds"],
                 "runner_peak_rss_mb": rss_mb(usage.ru_maxrss),
+                "server_cpu_seconds": None if cpu_before is None else round(cpu_after - cpu_before, 2),
+                "runner_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+                "loadavg_1m_before": round(self.loadavg_at_clone, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2),
                 "candidates_left": left, "archived_stacks": archived,
                 "statements": [{"calls": c, "total_ms": float(t), "mean_ms": float(m), "rows": r, "query": q}
                                for c, t, m, r, q in top],
@@ -240,6 +295,7 @@ class Bench:
                 todo = ids[:sample]
                 deleted = [0, 0, 0]
                 skipped = 0
+                cpu_before, self_before = self.server_cpu(), self_cpu()
                 started = time.monotonic()
                 for cid in todo:
                     with conn.transaction():
@@ -277,11 +333,17 @@ class Bench:
                         deleted[1] += cur.execute("DELETE FROM locations WHERE customer_id = %s", (cid,)).rowcount
                         deleted[0] += cur.execute("DELETE FROM customers WHERE id = %s", (cid,)).rowcount
                 seconds = time.monotonic() - started
+                cpu_after, self_after = self.server_cpu(), self_cpu()
             per_stack = seconds / max(1, deleted[0])
             return {
+                "loadavg_1m_before": round(self.loadavg_at_clone, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2),
                 "sample": len(todo), "customers_deleted": deleted[0], "locations_deleted": deleted[1],
                 "contacts_deleted": deleted[2], "skipped": skipped,
                 "sample_seconds": round(seconds, 3), "fetch_candidates_seconds": round(fetch_seconds, 3),
+                "server_cpu_seconds": None if cpu_before is None else round(cpu_after - cpu_before, 2),
+                "runner_cpu_seconds": round(self_after - self_before, 2),
+                "cpu_ms_per_stack": None if cpu_before is None else round(
+                    1000 * (cpu_after - cpu_before + self_after - self_before) / max(1, deleted[0]), 4),
                 "ms_per_stack": round(1000 * per_stack, 4),
                 "stacks_per_s": round(deleted[0] / seconds, 1),
                 "rows_per_s": round(sum(deleted) / seconds, 1),
@@ -292,37 +354,51 @@ class Bench:
         finally:
             self.drop(name)
 
-    def floor(self, run_no: int) -> dict:
+    def floor(self, run_no: int, batch_size: int | None = None) -> dict:
         name = f"bench_floor_{run_no}"
         dsn = self.clone(name)
-        batch_size = self.args.batch_size
+        batch_size = batch_size or self.args.batch_size
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                # Untimed: exactly the candidates' rows, grouped into batches of B stacks.
-                rows = conn.execute(
-                    'WITH "c" AS (SELECT customer_id, location_ids, contact_ids, '
-                    '             (row_number() OVER (ORDER BY customer_id) - 1) / %s AS batch '
+                # Untimed: exactly the candidates' rows, grouped into batches of B stacks, as
+                # arrays in a table of the clone (one row per batch, read by primary key).
+                conn.execute(
+                    'CREATE TABLE "public"."bench_floor" AS '
+                    'WITH "c" AS (SELECT "customer_id", "location_ids", "contact_ids", '
+                    f'                    (row_number() OVER (ORDER BY "customer_id") - 1) / {int(batch_size)} AS "batch" '
                     '             FROM "adhoc_gc"."candidates") '
-                    "SELECT batch, array_agg(customer_id ORDER BY customer_id), "
-                    "       (SELECT array_agg(x) FROM \"c\" AS c2, unnest(c2.location_ids) x WHERE c2.batch = c.batch), "
-                    "       (SELECT array_agg(x) FROM \"c\" AS c2, unnest(c2.contact_ids) x WHERE c2.batch = c.batch) "
-                    'FROM "c" GROUP BY batch ORDER BY batch', (batch_size,)).fetchall()
-                batches = [(r[1], r[2] or [], r[3] or []) for r in rows]
-                conn.execute("CHECKPOINT")
+                    'SELECT "batch", "b"."customers", coalesce("l"."ids", \'{}\') AS "locations", '
+                    '       coalesce("ct"."ids", \'{}\') AS "contacts" '
+                    'FROM (SELECT "batch", array_agg("customer_id") AS "customers" FROM "c" GROUP BY 1) AS "b" '
+                    'LEFT JOIN (SELECT "batch", array_agg("x") AS "ids" FROM "c", unnest("location_ids") AS "x" '
+                    '           GROUP BY 1) AS "l" USING ("batch") '
+                    'LEFT JOIN (SELECT "batch", array_agg("x") AS "ids" FROM "c", unnest("contact_ids") AS "x" '
+                    '           GROUP BY 1) AS "ct" USING ("batch")')
+                conn.execute('ALTER TABLE "public"."bench_floor" ADD PRIMARY KEY ("batch")')
+                conn.execute('ANALYZE "public"."bench_floor"')
+                batches = [r[0] for r in conn.execute('SELECT "batch" FROM "public"."bench_floor" ORDER BY 1')]
                 durations = []
                 deleted = [0, 0, 0]
+                cpu_before, self_before = self.server_cpu(), self_cpu()
                 started = time.monotonic()
-                for customers, locations, contacts in batches:
+                for batch in batches:
                     batch_started = time.monotonic()
                     with conn.transaction():
-                        deleted[2] += conn.execute("DELETE FROM contacts WHERE id = ANY(%s)", (contacts,)).rowcount
-                        deleted[1] += conn.execute("DELETE FROM locations WHERE id = ANY(%s)", (locations,)).rowcount
-                        deleted[0] += conn.execute("DELETE FROM customers WHERE id = ANY(%s)", (customers,)).rowcount
+                        for column, table, index in (("contacts", "contacts", 2), ("locations", "locations", 1),
+                                                     ("customers", "customers", 0)):
+                            deleted[index] += conn.execute(
+                                f'DELETE FROM "public"."{table}" WHERE "id" = ANY ('
+                                f'(SELECT "{column}" FROM "public"."bench_floor" WHERE "batch" = %s)::bigint[])',
+                                (batch,)).rowcount
                     durations.append(time.monotonic() - batch_started)
                 seconds = time.monotonic() - started
+                cpu_after, self_after = self.server_cpu(), self_cpu()
             ordered = sorted(durations) or [0.0]
             return {
+                "loadavg_1m_before": round(self.loadavg_at_clone, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2),
                 "seconds": round(seconds, 3), "batches": len(batches),
+                "server_cpu_seconds": None if cpu_before is None else round(cpu_after - cpu_before, 2),
+                "runner_cpu_seconds": round(self_after - self_before, 2),
                 "customers_deleted": deleted[0], "locations_deleted": deleted[1], "contacts_deleted": deleted[2],
                 "stacks_per_s": round(deleted[0] / seconds, 1), "rows_per_s": round(sum(deleted) / seconds, 1),
                 "ms_per_stack": round(1000 * seconds / max(1, deleted[0]), 4),
@@ -339,132 +415,146 @@ class Bench:
         out: dict = {}
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                for view in ("candidates", "eligibility"):
+                # count(*) on eligibility alone lets the planner drop every join (they cannot
+                # change the row count): "eligible" also counts WHERE eligible, which
+                # evaluates the rules.
+                for key, view, where in (("candidates", "candidates", ""), ("eligibility", "eligibility", ""),
+                                         ("eligibility-eligible", "eligibility", " WHERE eligible")):
+                    query = f'SELECT count(*) FROM "adhoc_gc"."{view}"{where}'
                     times = []
                     for _ in range(2):
                         started = time.monotonic()
-                        count = conn.execute(f'SELECT count(*) FROM "adhoc_gc"."{view}"').fetchone()[0]
+                        count = conn.execute(query).fetchone()[0]
                         times.append(time.monotonic() - started)
-                    plan = "\n".join(r[0] for r in conn.execute(
-                        f'EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM "adhoc_gc"."{view}"').fetchall())
-                    path = RESULTS / f"explain-{view}-{self.label}.txt"
-                    path.write_text(f"-- {self.label} customers; SELECT count(*) FROM adhoc_gc.{view} = {count}\n{plan}\n")
-                    out[view] = {"rows": count, "seconds_best_of_2": round(min(times), 3),
-                                 "seconds_runs": [round(t, 3) for t in times], "explain": str(path.relative_to(ROOT))}
+                    plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {query}").fetchall())
+                    path = RESULTS / f"explain-{key}-{self.label}.txt"
+                    path.write_text(f"-- {self.label} customers: {query.replace(chr(34), '')} = {count}\n{plan}\n")
+                    out[key] = {"query": query, "rows": count, "seconds_best_of_2": round(min(times), 3),
+                                "seconds_runs": [round(t, 3) for t in times], "explain": str(path.relative_to(ROOT))}
         finally:
             self.drop(name)
         return out
 
     def batch_anatomy(self) -> dict:
-        """One purge_batch in the middle of the key range, under auto_explain."""
+        """The first batches of a run as the runner sends them, two of them under auto_explain.
+
+        PL/pgSQL plans each statement of purge_batch for its actual values ("custom" plans)
+        on the first 5 calls in a session, then may switch to one generic plan: batch 1
+        shows the former, batch 7 the latter (the steady state of a long run)."""
         name = "bench_batch"
         dsn = self.clone(name)
         notes: list[str] = []
+        explained = {1, 7}
+        batches = []
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                ids = [r[0] for r in conn.execute(
-                    'SELECT customer_id FROM "adhoc_gc"."candidates" ORDER BY customer_id').fetchall()]
-                after = str(ids[len(ids) // 2])
                 run_id = conn.execute(
                     "SELECT \"adhoc_gc\".\"_start_run\"('bench', %s, NULL, NULL, true)", (self.args.batch_size,)
                 ).fetchone()[0]
-                # A plain batch first (warms the caches and the plan cache), timed.
-                timings = []
-                for _ in range(3):
+                conn.add_notice_handler(lambda diag: notes.append(diag.message_primary or ""))
+                conn.execute("LOAD 'auto_explain'")
+                for setting, value in (("log_analyze", "on"), ("log_buffers", "on"),
+                                       ("log_nested_statements", "on"), ("log_timing", "on"),
+                                       ("log_level", "notice")):
+                    conn.execute(f"SET auto_explain.{setting} = '{value}'")
+                after = None
+                for number in range(1, max(explained) + 1):
+                    conn.execute("SET auto_explain.log_min_duration = %s" % ("1" if number in explained else "-1"))
+                    if number in explained:
+                        notes.append(f"######## batch {number} ########")
                     started = time.monotonic()
                     with conn.transaction():
                         row = conn.execute('SELECT * FROM "adhoc_gc"."purge_batch"(%s, %s, %s, true)',
                                            (run_id, after, self.args.batch_size)).fetchone()
-                    timings.append(time.monotonic() - started)
+                    batches.append({"batch": number, "ms": round((time.monotonic() - started) * 1000, 1),
+                                    "explained": number in explained, "customers_deleted": row[3]})
+                    if row[1]:
+                        break
                     after = row[0]
-                conn.add_notice_handler(lambda diag: notes.append(diag.message_primary or ""))
-                conn.execute("LOAD 'auto_explain'")
-                for setting, value in (("log_min_duration", "0"), ("log_analyze", "on"), ("log_buffers", "on"),
-                                       ("log_nested_statements", "on"), ("log_timing", "on"),
-                                       ("log_level", "notice")):
-                    conn.execute(f"SET auto_explain.{setting} = '{value}'")
-                started = time.monotonic()
-                with conn.transaction():
-                    row = conn.execute('SELECT * FROM "adhoc_gc"."purge_batch"(%s, %s, %s, true)',
-                                       (run_id, after, self.args.batch_size)).fetchone()
-                explained_seconds = time.monotonic() - started
-            durations = []
-            for note in notes:
-                match = re.search(r"duration: ([\d.]+) ms", note)
-                first = next((line.strip() for line in note.splitlines()[2:] if line.strip()), "")
-                durations.append({"ms": float(match.group(1)) if match else None, "statement": first[:200]})
             path = RESULTS / f"explain-batch-{self.label}.txt"
             path.write_text(
-                f"-- {self.label} customers: one purge_batch(run, after_key, {self.args.batch_size}, archive => true) in the\n"
-                f"-- middle of the key range, after 3 warm batches ({', '.join(f'{t * 1000:.0f} ms' for t in timings)}),\n"
-                f"-- under auto_explain (log_analyze, log_buffers, log_nested_statements); timing overhead included:\n"
-                f"-- {explained_seconds * 1000:.0f} ms; deleted {row[3]} customers, {row[4]} locations, {row[5]} contacts\n\n"
-                + "\n\n".join(notes) + "\n")
-            return {"warm_batch_ms": [round(t * 1000, 1) for t in timings],
-                    "explained_batch_ms": round(explained_seconds * 1000, 1),
-                    "deleted": {"customers": row[3], "locations": row[4], "contacts": row[5]},
-                    "statements": durations, "explain": str(path.relative_to(ROOT))}
+                f"-- {self.label} customers: the first batches of a run, purge_batch(run, after_key, "
+                f"{self.args.batch_size}, archive => true) one per transaction as the runner calls it; batches "
+                f"{sorted(explained)} under auto_explain\n"
+                f"-- (log_analyze, log_buffers, log_nested_statements; statements over 1 ms, so the foreign-key "
+                f"checks' own queries are left out;\n-- instrumentation overhead included). Batch times (ms): "
+                + ", ".join(f"{b['batch']}: {b['ms']}{'*' if b['explained'] else ''}" for b in batches)
+                + "\n\n" + "\n\n".join(notes) + "\n")
+            return {"batches": batches, "explain": str(path.relative_to(ROOT))}
         finally:
             self.drop(name)
 
     def app_load(self) -> dict:
-        """pgbench (bench/pgbench_app.sql) on a clone: alone, then during a purge."""
+        """pgbench (bench/pgbench_app.sql) on a clone: alone, then while a purge runs."""
         seconds = self.args.app_seconds
         name = "bench_app"
         dsn = self.clone(name)
         pgbench = self.server.bindir / "pgbench"
-        out: dict = {"seconds": seconds, "clients": self.args.app_clients}
+        out: dict = {"seconds": seconds, "clients": self.args.app_clients, "script": "bench/pgbench_app.sql"}
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 max_customer, max_location = conn.execute(
                     'SELECT (SELECT max(id) FROM customers), (SELECT max(id) FROM locations)').fetchone()
 
-            def run_pgbench(tag: str) -> tuple[subprocess.Popen, Path]:
+            def start_pgbench(tag: str) -> tuple[subprocess.Popen, Path]:
                 logdir = Path(tempfile.mkdtemp(prefix=f"pgbench-{tag}-"))
-                os.chmod(logdir, 0o777)
                 argv = [str(pgbench), "-n", "-f", str(BENCH / "pgbench_app.sql"),
                         "-c", str(self.args.app_clients), "-j", str(self.args.app_clients),
                         "-T", str(seconds), "-D", f"max_customer={max_customer}",
                         "-D", f"max_location={max_location}", "--log", "--log-prefix", str(logdir / "log"),
-                        "-P", "5", "-r", "--failures-detailed", "--max-tries", "1",
+                        "--failures-detailed", "--max-tries", "1",
                         "-h", self.server.host, "-p", str(self.server.port), "-U", "postgres", name]
                 return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         cwd=logdir), logdir
 
-            def summarize(proc: subprocess.Popen, logdir: Path) -> dict:
+            def summarize(proc: subprocess.Popen, logdir: Path, window: tuple[float, float] | None) -> dict:
                 stdout, stderr = proc.communicate()
                 latencies, failed = [], 0
                 for path in logdir.glob("log*"):
+                    # client_id transaction_no latency_us|failed script_no epoch_s epoch_us ...
                     for line in path.read_text().splitlines():
                         parts = line.split()
-                        if len(parts) >= 3:
-                            if parts[2] == "failed":
-                                failed += 1
-                            else:
-                                latencies.append(int(parts[2]))
+                        if len(parts) < 6:
+                            continue
+                        at = int(parts[4]) + int(parts[5]) / 1e6
+                        if window and not window[0] <= at <= window[1]:
+                            continue
+                        if parts[2] in ("failed", "skipped"):
+                            failed += 1
+                        else:
+                            latencies.append(int(parts[2]) / 1000)
                 shutil.rmtree(logdir, ignore_errors=True)
                 tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", stdout)
                 errors = re.search(r"number of failed transactions: (\d+)", stdout)
                 latencies.sort()
-                p99 = latencies[int(0.99 * (len(latencies) - 1))] / 1000 if latencies else None
-                return {"tps": float(tps.group(1)) if tps else None, "transactions": len(latencies),
-                        "failed": int(errors.group(1)) if errors else failed,
-                        "latency_p50_ms": latencies[len(latencies) // 2] / 1000 if latencies else None,
-                        "latency_p99_ms": p99, "returncode": proc.returncode,
-                        "stderr": stderr.strip()[-500:]}
+                span = (window[1] - window[0]) if window else None
 
-            log(f"app load: pgbench alone for {seconds}s")
-            proc, logdir = run_pgbench("alone")
-            out["alone"] = summarize(proc, logdir)
-            log(f"app load: pgbench for {seconds}s during adhoc-gc purge")
-            proc, logdir = run_pgbench("purge")
+                def pct(q):
+                    return round(latencies[int(q * (len(latencies) - 1))], 2) if latencies else None
+
+                return {"tps_whole_run": float(tps.group(1)) if tps else None,
+                        "tps": round(len(latencies) / span, 1) if span else (float(tps.group(1)) if tps else None),
+                        "window_seconds": round(span, 2) if span else seconds,
+                        "transactions": len(latencies), "failed": failed,
+                        "failed_whole_run": int(errors.group(1)) if errors else None,
+                        "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99),
+                        "latency_max_ms": round(latencies[-1], 2) if latencies else None,
+                        "returncode": proc.returncode, "stderr": stderr.strip()[-500:]}
+
+            log(f"app load: pgbench ({self.args.app_clients} clients) alone for {seconds}s")
+            proc, logdir = start_pgbench("alone")
+            out["alone"] = summarize(proc, logdir, None)
+            log(f"app load: pgbench for {seconds}s, an adhoc-gc purge starting 2s in (--max-runtime {seconds - 4}s)")
+            proc, logdir = start_pgbench("purge")
             time.sleep(2)
             argv = [sys.executable, "-m", "adhoc_gc", "purge", "--batch-size", str(self.args.batch_size), "--json",
                     "--max-runtime", f"{max(1, seconds - 4)}s", "--dsn", dsn]
-            purge = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=ROOT)
-            out["during_purge"] = summarize(proc, logdir)
+            purge_started = time.time()
+            purge = subprocess.run(argv, check=False, capture_output=True, text=True, env=self.env, cwd=PRODUCT)
+            purge_ended = time.time()
+            out["during_purge"] = summarize(proc, logdir, (purge_started, purge_ended))
             if purge.returncode != 0:
-                out["purge"] = {"error": purge.stderr.strip()}
+                out["purge"] = {"error": purge.stderr.strip(), "returncode": purge.returncode}
             else:
                 result = json.loads(purge.stdout)
                 out["purge"] = {k: result[k] for k in ("customers_deleted", "seconds", "batches", "batch_seconds")}
@@ -482,8 +572,9 @@ class Bench:
         RESULTS.mkdir(exist_ok=True)
         started = time.monotonic()
         self.results["machine"] = machine_info()
-        self.results["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.results["commit"] = git_commit()
+        self.results["started_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.results["product"] = {"path": str(PRODUCT), "commit": git_commit(PRODUCT)}
+        self.results["bench_commit"] = git_commit(ROOT)
         log(f"starting a throwaway PostgreSQL ({', '.join(f'{k}={v}' for k, v in SERVER_SETTINGS.items())}; "
             "fsync, synchronous_commit, full_page_writes off)")
         self.server = ThrowawayPostgres(settings=SERVER_SETTINGS).start()
@@ -492,6 +583,7 @@ class Bench:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             with psycopg.connect(self.server.dsn("template1"), autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
             self.build_template()
             m = self.results["measurements"]
             if not args.skip_purge:
@@ -511,10 +603,27 @@ class Bench:
                     log(f"  {runs[-1]['customers_deleted']} stacks in {runs[-1]['seconds']}s ({runs[-1]['stacks_per_s']}/s)")
                 m["floor"] = best(runs)
             if not args.skip_naive:
-                log(f"naive: per-customer transactions on the first {args.naive_sample} candidates")
-                m["naive"] = self.naive()
-                log(f"  {m['naive']['customers_deleted']} stacks in {m['naive']['sample_seconds']}s "
-                    f"({m['naive']['ms_per_stack']} ms/stack)")
+                runs = []
+                for run_no in range(args.repeat):
+                    log(f"naive: per-customer transactions on the first {args.naive_sample} candidates "
+                        f"(run {run_no + 1}/{args.repeat})")
+                    runs.append(self.naive())
+                    log(f"  {runs[-1]['customers_deleted']} stacks in {runs[-1]['sample_seconds']}s "
+                        f"({runs[-1]['ms_per_stack']} ms/stack)")
+                m["naive"] = dict(min(runs, key=lambda r: r["ms_per_stack"]))
+                if len(runs) > 1:
+                    m["naive"]["runs_ms_per_stack"] = [r["ms_per_stack"] for r in runs]
+            for size in args.sweep:
+                log(f"batch size {size}: purge (archive on), purge --no-archive, floor (one run each)")
+                m[f"batch_size_{size}"] = {
+                    "purge_archive": self.purge_cli(True, 0, size),
+                    "purge_no_archive": self.purge_cli(False, 0, size),
+                    "floor": self.floor(0, size),
+                }
+                for key, d in m[f"batch_size_{size}"].items():
+                    d.pop("statements", None)
+                    log(f"  {key}: {d['seconds']}s ({d['ms_per_stack']} ms/stack), batches p50/p95/max "
+                        f"{d['batch_seconds']['p50']}/{d['batch_seconds']['p95']}/{d['batch_seconds']['max']} s")
             log("views: count(*) on candidates and eligibility, EXPLAIN (ANALYZE, BUFFERS)")
             m["views"] = self.views()
             log("batch: one purge_batch under auto_explain")
@@ -529,9 +638,15 @@ class Bench:
         self.results["total_seconds"] = round(time.monotonic() - started, 1)
         self.results["ratios"] = ratios(self.results["measurements"])
         self.results["timing_policy"] = (
-            f"each timed step runs once per fresh clone (--repeat {args.repeat}: the best of the runs is reported, all "
-            "are kept under 'runs'); the view counts are best of 2 on one clone; naive is timed on a sample")
+            f"each timed step runs on its own fresh clone, {args.repeat} time(s) (--repeat): the best run is reported, "
+            "all are kept under 'runs'; the view counts are best of 2 on one clone; naive is timed on a sample; "
+            "--sweep sizes once each")
         return self.results
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def best(runs: list[dict]) -> dict:
@@ -548,6 +663,15 @@ def ratios(m: dict) -> dict:
         for key in ("purge_archive", "purge_no_archive"):
             if key in m:
                 out[f"{key}_over_floor"] = round(m[key]["seconds"] / floor["seconds"], 2)
+    if floor and floor.get("server_cpu_seconds") is not None:
+        floor_cpu = floor["server_cpu_seconds"] + floor["runner_cpu_seconds"]
+        for key in ("purge_archive", "purge_no_archive"):
+            if key in m and m[key].get("server_cpu_seconds") is not None:
+                cpu = m[key]["server_cpu_seconds"] + m[key]["runner_cpu_seconds"]
+                out[f"{key}_over_floor_cpu"] = round(cpu / floor_cpu, 2)
+                if m.get("naive", {}).get("cpu_ms_per_stack"):
+                    out[f"naive_over_{key}_per_stack_cpu"] = round(
+                        m["naive"]["cpu_ms_per_stack"] / (1000 * cpu / max(1, m[key]["customers_deleted"])), 1)
     if "naive" in m:
         for key in ("purge_archive", "purge_no_archive"):
             if key in m:
@@ -571,13 +695,17 @@ def machine_info() -> dict:
             "kernel": platform.release(), "python": platform.python_version(), "psycopg": psycopg.__version__}
 
 
-def git_commit() -> str | None:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "sql", "runner", "migrations"],
-                           capture_output=True, text=True).stdout.strip()
-    return out.stdout.strip() + ("+uncommitted changes in sql/runner/migrations" if dirty else "")
+def git_commit(path: Path) -> str | None:
+    """HEAD of the checkout at `path` (flagged when sql/runner/migrations differ from it), or
+    the COMMIT file of an exported tree (`git archive`), or None."""
+    out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel", "HEAD"],
+                         check=False, capture_output=True, text=True)
+    if out.returncode == 0 and Path(out.stdout.split()[0]).resolve() == path.resolve():
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "sql", "runner", "migrations"],
+                               check=False, capture_output=True, text=True).stdout.strip()
+        return out.stdout.split()[1][:12] + ("+uncommitted changes in sql/runner/migrations" if dirty else "")
+    stamp = path / "COMMIT"
+    return stamp.read_text().strip() if stamp.exists() else None
 
 
 def print_table(r: dict) -> None:
@@ -589,12 +717,14 @@ def print_table(r: dict) -> None:
           f"{sum(r['template']['eligible_rows'].values())} rows to delete")
     print(f"machine: {r['machine']['nproc']} cores, {r['machine']['memory_gb']} GB, {r['machine']['cpu']}; "
           f"{r['postgres']['version'].split(' on ')[0]}")
-    header = f"{'measurement':<28}{'seconds':>10}{'stacks/s':>11}{'rows/s':>11}{'ms/stack':>10}  notes"
+    header = f"{'measurement':<28}{'seconds':>10}{'cpu s':>8}{'stacks/s':>11}{'rows/s':>11}{'ms/stack':>10}  notes"
     print(header)
     print("-" * len(header))
 
     def row(name, d, seconds_key="seconds", notes=""):
-        print(f"{name:<28}{d[seconds_key]:>10.2f}{d['stacks_per_s']:>11.0f}{d['rows_per_s']:>11.0f}"
+        cpu = d.get("server_cpu_seconds")
+        cpu = f"{cpu + d['runner_cpu_seconds']:.1f}" if cpu is not None else "-"
+        print(f"{name:<28}{d[seconds_key]:>10.2f}{cpu:>8}{d['stacks_per_s']:>11.0f}{d['rows_per_s']:>11.0f}"
               f"{d['ms_per_stack']:>10.3f}  {notes}")
 
     for key, name in (("purge_archive", "purge (archive on)"), ("purge_no_archive", "purge --no-archive")):
@@ -611,8 +741,16 @@ def print_table(r: dict) -> None:
         d = m["naive"]
         row(f"naive (sample {d['sample']})", d, seconds_key="sample_seconds",
             notes=f"extrapolated to all {r['template']['eligible_stacks']}: {d['extrapolated_seconds']:.0f} s")
+    for key in sorted(k for k in m if k.startswith("batch_size_")):
+        size = key.removeprefix("batch_size_")
+        for part, name in (("purge_archive", "purge"), ("purge_no_archive", "purge --no-archive"), ("floor", "floor")):
+            d = m[key][part]
+            b = d["batch_seconds"]
+            row(f"  B={size}: {name}", d, notes=f"batches p50/p95/max {b['p50']}/{b['p95']}/{b['max']} s")
     for view, d in m.get("views", {}).items():
-        print(f"{'count(*) ' + view:<28}{d['seconds_best_of_2']:>10.2f}{'':>11}{'':>11}{'':>10}  "
+        name = {"candidates": "count(*) candidates", "eligibility": "count(*) eligibility",
+                "eligibility-eligible": "  ... WHERE eligible"}.get(view, view)
+        print(f"{name:<28}{d['seconds_best_of_2']:>10.2f}{'':>8}{'':>11}{'':>11}{'':>10}  "
               f"{d['rows']} rows, best of 2; plan in {d['explain']}")
     print()
     for key, value in r["ratios"].items():
@@ -620,10 +758,11 @@ def print_table(r: dict) -> None:
     print(f"{'bench harness peak RSS (MB)':<40}{r['bench_peak_rss_mb']:>8}")
     if "app_load" in m:
         a = m["app_load"]
-        print(f"app load ({a['clients']} clients, {a['seconds']} s): alone {a['alone']['tps']} tps "
-              f"p99 {a['alone']['latency_p99_ms']} ms, during purge {a['during_purge']['tps']} tps "
-              f"p99 {a['during_purge']['latency_p99_ms']} ms, failed {a['during_purge']['failed']}; "
-              f"drop {a.get('tps_drop_pct')}%")
+        print(f"app load (pgbench, {a['clients']} clients): alone {a['alone']['tps']} tps, p99 "
+              f"{a['alone']['latency_p99_ms']} ms; during the purge ({a['during_purge']['window_seconds']} s, "
+              f"{a['purge'].get('customers_deleted')} stacks) {a['during_purge']['tps']} tps, p99 "
+              f"{a['during_purge']['latency_p99_ms']} ms; TPS drop {a.get('tps_drop_pct')}%; failed transactions "
+              f"{a['alone']['failed_whole_run']} / {a['during_purge']['failed_whole_run']}")
 
 
 def main(argv=None) -> int:
@@ -634,12 +773,18 @@ def main(argv=None) -> int:
     parser.add_argument("--naive-sample", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each purge/floor measurement (best is kept)")
     parser.add_argument("--skip-purge", action="store_true", help="leave out purge and floor")
+    parser.add_argument("--sweep", type=lambda t: [int(x) for x in t.split(",") if x], default=[],
+                        metavar="B1,B2", help="also purge (archive on and off) and floor at these batch sizes, once each")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--app-load", action="store_true", help="also pgbench alone and during a purge")
     parser.add_argument("--app-seconds", type=int, default=30)
     parser.add_argument("--app-clients", type=int, default=2)
     parser.add_argument("--output", type=Path, help="results file (default bench/results/<size>-<date>.json)")
+    parser.add_argument("--product", type=Path, default=ROOT,
+                        help="the adhoc-gc checkout to measure (default: this one); e.g. a `git archive HEAD` export "
+                             "with a COMMIT file, to measure a commit while the work tree changes")
     args = parser.parse_args(argv)
+    load_product(args.product)
     results = Bench(args).run()
     output = args.output or RESULTS / f"{results['label']}-{dt.date.today().isoformat()}.json"
     output.write_text(json.dumps(results, indent=2, default=str) + "\n")
