@@ -147,28 +147,37 @@ BEGIN
         WHERE "c".{{ customer.key|ident }} = "b"."customer_key"
         RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("c".*) END AS "row"
     ), "archived" AS (
+        -- One GROUP BY over all the deleted rows: joining the RETURNING sets instead makes
+        -- the planner (which expects one row from each) pick nested loops, quadratic in the
+        -- batch size (bench/results: 24 of 30 ms at 500 stacks, seconds at 2000).
         INSERT INTO {{ schema|ident }}."purged" ("run_id", "customer_id", "customer", "locations", "contacts", "owned")
-        SELECT p_run_id, "dc"."customer_key"::text, "dc"."row",
-               coalesce("dl"."rows", '[]'::json), coalesce("dct"."rows", '[]'::json),
+        SELECT p_run_id, "d"."customer_key"::text,
+               (array_agg("d"."row") FILTER (WHERE "d"."part" = 'customer'))[1],
+               coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'location'), '[]'::json),
+               coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'contact'), '[]'::json),
 {% if owned %}
                json_build_object(
 {% for owned_table in owned %}
-                   {{ owned_table.name|literal }}, coalesce("do{{ loop.index }}"."rows", '[]'::json){{ "," if not loop.last }}
+                   {{ owned_table.name|literal }},
+                   coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'owned {{ loop.index }}'), '[]'::json){{ "," if not loop.last }}
 {% endfor %}
                )
 {% else %}
                '{}'::json
 {% endif %}
-        FROM "deleted_customers" AS "dc"
-        LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_locations" GROUP BY 1) AS "dl"
-            USING ("customer_key")
-        LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_contacts" GROUP BY 1) AS "dct"
-            USING ("customer_key")
+        FROM (
+            SELECT "customer_key", 'customer' AS "part", "row" FROM "deleted_customers"
+            UNION ALL
+            SELECT "customer_key", 'location', "row" FROM "deleted_locations"
+            UNION ALL
+            SELECT "customer_key", 'contact', "row" FROM "deleted_contacts"
 {% for owned_table in owned %}
-        LEFT JOIN (SELECT "customer_key", json_agg("row") AS "rows" FROM "deleted_owned_{{ loop.index }}" GROUP BY 1) AS "do{{ loop.index }}"
-            USING ("customer_key")
+            UNION ALL
+            SELECT "customer_key", 'owned {{ loop.index }}', "row" FROM "deleted_owned_{{ loop.index }}"
 {% endfor %}
+        ) AS "d"
         WHERE p_archive
+        GROUP BY "d"."customer_key"
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM "deleted_customers"),
