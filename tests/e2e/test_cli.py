@@ -24,16 +24,6 @@ UNREACHABLE_DSN = "host=127.0.0.1 port=1 connect_timeout=2"
 MALFORMED_DSNS = ["this is not a dsn", "postgresql://[bad", "dbname='unterminated", "nosuchoption=1"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch, tmp_path):
-    """The CLI must not pick up the caller's config, DSN or PG* variables; and it runs in
-    an empty folder, so no ./adhoc-gc.toml is found unless a test writes one."""
-    for name in list(os.environ):
-        if (name.startswith("ADHOC_GC_") and name != "ADHOC_GC_TEST_DSN") or name.startswith("PG"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty-cwd"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
 
 
 def cli(*args: str, code: int = 0, env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:

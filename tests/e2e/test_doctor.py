@@ -8,7 +8,6 @@ Every fix it prints is run here exactly as printed, and doctor is then satisfied
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -22,15 +21,6 @@ UNREACHABLE_DSN = "host=127.0.0.1 port=1 connect_timeout=2"
 FIX = "  fix: "
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch, tmp_path):
-    """No config, DSN or PG* variables from the caller; an empty working folder."""
-    for name in list(os.environ):
-        if (name.startswith("ADHOC_GC_") and name != "ADHOC_GC_TEST_DSN") or name.startswith("PG"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty-cwd"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
 
 
 def doctor(dsn: str, *args: str, code: int = 0) -> subprocess.CompletedProcess:

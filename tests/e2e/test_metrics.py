@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import subprocess
 import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -24,15 +22,6 @@ UNREACHABLE_DSN = "host=127.0.0.1 port=1 connect_timeout=2"
 STATUSES = ["running", "succeeded", "failed", "skipped", "refused", "abandoned"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch, tmp_path):
-    """No config, DSN or PG* variables from the caller; an empty working folder."""
-    for name in list(os.environ):
-        if (name.startswith("ADHOC_GC_") and name != "ADHOC_GC_TEST_DSN") or name.startswith("PG"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty-cwd"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
 
 
 def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess:

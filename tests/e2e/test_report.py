@@ -29,15 +29,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch, tmp_path):
-    """No config, DSN or PG* variables from the caller; an empty working folder."""
-    for name in list(os.environ):
-        if (name.startswith("ADHOC_GC_") and name != "ADHOC_GC_TEST_DSN") or name.startswith("PG"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty-cwd"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
 
 
 def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess:

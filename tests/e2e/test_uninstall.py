@@ -9,7 +9,6 @@ on the package stops it (exit 2) before anything changed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import uuid
@@ -29,15 +28,6 @@ from helpers import DEFAULT_MAPPING, add_stack, run_cli, stack_exists
 VARYING_DUMP_LINE = re.compile(r"^(-- Dumped (from database|by pg_dump) version .*|\\(un)?restrict .*)$")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch, tmp_path):
-    """No config, DSN or PG* variables from the caller; an empty working folder."""
-    for name in list(os.environ):
-        if (name.startswith("ADHOC_GC_") and name != "ADHOC_GC_TEST_DSN") or name.startswith("PG"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty-cwd"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
 
 
 def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess:
