@@ -12,6 +12,39 @@ SELECT {{ ('"o".' ~ (owned_table.column|ident)) if owned_table.references == "cu
         WHERE "o".{{ owned_table.column|ident }} = ANY (p_customer_keys)
 {% endif %}
 {%- endmacro %}
+{# The CTEs that lock the stacks' rows (locked_*, SKIP LOCKED) and list the rows there are
+   (stack_*), both per customer key. Every locked row is also listed: it was found by the
+   same scan of the same snapshot. #}
+{% macro lock_stack_rows() -%}
+"locked_locations" AS (
+    SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
+    FROM {{ location.table|table }} AS "l"
+    WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
+    FOR UPDATE OF "l" SKIP LOCKED
+), "locked_contacts" AS (
+    SELECT "ct".{{ contact.key|ident }} AS "contact_key", "ll"."customer_key"
+    FROM {{ contact.table|table }} AS "ct"
+    JOIN "locked_locations" AS "ll" ON "ct".{{ contact.location|ident }} = "ll"."location_key"
+    FOR UPDATE OF "ct" SKIP LOCKED
+{% for owned_table in owned %}
+), "locked_owned_{{ loop.index }}" AS (
+    {{ owned_rows(owned_table, "locked_locations", "locked_contacts") }}
+    FOR UPDATE OF "o" SKIP LOCKED
+{% endfor %}
+), "stack_locations" AS (
+    SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
+    FROM {{ location.table|table }} AS "l"
+    WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
+), "stack_contacts" AS (
+    SELECT "ct".{{ contact.key|ident }} AS "contact_key", "sl"."customer_key"
+    FROM {{ contact.table|table }} AS "ct"
+    JOIN "stack_locations" AS "sl" ON "ct".{{ contact.location|ident }} = "sl"."location_key"
+{% for owned_table in owned %}
+), "stack_owned_{{ loop.index }}" AS (
+    {{ owned_rows(owned_table, "stack_locations", "stack_contacts") }}
+{% endfor %}
+)
+{%- endmacro %}
 -- _purge_locked_stacks: the second half of purge_batch. p_customer_keys are customers the
 -- calling statement has locked, in key order. Locks their locations, contacts and owned rows
 -- (skipping rows others hold: such a stack is left for a later run), then deletes the
@@ -39,6 +72,7 @@ AS $function$
 #variable_conflict use_column
 DECLARE
     v_complete p_customer_keys%TYPE;
+    v_all_locked boolean;
     v_customers integer := 0;
     v_locations integer := 0;
     v_contacts integer := 0;
@@ -49,62 +83,53 @@ BEGIN
     END IF;
 
     -- Lock every other row of the stacks. A stack counts as complete only when every one
-    -- of its rows is locked by us: per customer and part, the rows locked are counted
-    -- against the rows there are. GROUP BY reads each locking CTE to the end, so no lock
-    -- is left untaken by an early exit.
-    WITH "locked_locations" AS (
-        SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
-        FROM {{ location.table|table }} AS "l"
-        WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
-        FOR UPDATE OF "l" SKIP LOCKED
-    ), "locked_contacts" AS (
-        SELECT "ct".{{ contact.key|ident }} AS "contact_key", "ll"."customer_key"
-        FROM {{ contact.table|table }} AS "ct"
-        JOIN "locked_locations" AS "ll" ON "ct".{{ contact.location|ident }} = "ll"."location_key"
-        FOR UPDATE OF "ct" SKIP LOCKED
+    -- of its rows is locked by us. Usually nobody holds any of them: then as many rows are
+    -- locked as there are, and every stack is complete. The counts read each locking CTE
+    -- to the end, so no lock is left untaken by an early exit.
+    WITH {{ lock_stack_rows() | indent(4) }}
+    SELECT (SELECT count(*) FROM "locked_locations") = (SELECT count(*) FROM "stack_locations")
+           AND (SELECT count(*) FROM "locked_contacts") = (SELECT count(*) FROM "stack_contacts")
 {% for owned_table in owned %}
-    ), "locked_owned_{{ loop.index }}" AS (
-        {{ owned_rows(owned_table, "locked_locations", "locked_contacts") }}
-        FOR UPDATE OF "o" SKIP LOCKED
+           AND (SELECT count(*) FROM "locked_owned_{{ loop.index }}") = (SELECT count(*) FROM "stack_owned_{{ loop.index }}")
 {% endfor %}
-    ), "locked_counts" AS (
-        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "locked_locations" GROUP BY 1
-        UNION ALL
-        SELECT "customer_key", 'contact', count(*) FROM "locked_contacts" GROUP BY 1
+    INTO v_all_locked;
+
+    IF v_all_locked THEN
+        v_complete := p_customer_keys;
+    ELSE
+        -- Someone holds a row of some stack: find which stacks are complete, per customer and
+        -- part, rows locked against rows there are. Locking again is a no-op for the rows we
+        -- hold already; GROUP BY reads each locking CTE to the end.
+        WITH {{ lock_stack_rows() | indent(8) }},
+        "locked_counts" AS (
+            SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "locked_locations" GROUP BY 1
+            UNION ALL
+            SELECT "customer_key", 'contact', count(*) FROM "locked_contacts" GROUP BY 1
 {% for owned_table in owned %}
-        UNION ALL
-        SELECT "customer_key", 'owned {{ loop.index }}', count(*) FROM "locked_owned_{{ loop.index }}" GROUP BY 1
+            UNION ALL
+            SELECT "customer_key", 'owned {{ loop.index }}', count(*) FROM "locked_owned_{{ loop.index }}" GROUP BY 1
 {% endfor %}
-    ), "stack_locations" AS (
-        SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
-        FROM {{ location.table|table }} AS "l"
-        WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
-    ), "stack_contacts" AS (
-        SELECT "ct".{{ contact.key|ident }} AS "contact_key", "sl"."customer_key"
-        FROM {{ contact.table|table }} AS "ct"
-        JOIN "stack_locations" AS "sl" ON "ct".{{ contact.location|ident }} = "sl"."location_key"
-    ), "stack_counts" AS (
-        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "stack_locations" GROUP BY 1
-        UNION ALL
-        SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
+        ), "stack_counts" AS (
+            SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "stack_locations" GROUP BY 1
+            UNION ALL
+            SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
 {% for owned_table in owned %}
-        UNION ALL
-        SELECT "customer_key", 'owned {{ loop.index }}', count(*)
-        FROM ({{ owned_rows(owned_table, "stack_locations", "stack_contacts") }}) AS "owned_rows"
-        GROUP BY 1
+            UNION ALL
+            SELECT "customer_key", 'owned {{ loop.index }}', count(*) FROM "stack_owned_{{ loop.index }}" GROUP BY 1
 {% endfor %}
-    )
-    SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
-    FROM unnest(p_customer_keys) AS "k"("customer_key")
-    WHERE NOT EXISTS (
-        -- a part of this stack with a row that exists but is not locked by us
-        SELECT 1
-        FROM "stack_counts" AS "s"
-        LEFT JOIN "locked_counts" AS "held"
-            ON "held"."customer_key" = "s"."customer_key" AND "held"."part" = "s"."part"
-        WHERE "s"."customer_key" = "k"."customer_key"
-          AND "held"."n" IS DISTINCT FROM "s"."n"
-    );
+        )
+        SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
+        FROM unnest(p_customer_keys) AS "k"("customer_key")
+        WHERE NOT EXISTS (
+            -- a part of this stack with a row that exists but is not locked by us
+            SELECT 1
+            FROM "stack_counts" AS "s"
+            LEFT JOIN "locked_counts" AS "held"
+                ON "held"."customer_key" = "s"."customer_key" AND "held"."part" = "s"."part"
+            WHERE "s"."customer_key" = "k"."customer_key"
+              AND "held"."n" IS DISTINCT FROM "s"."n"
+        );
+    END IF;
 
     -- Delete, re-checking every rule: this statement's snapshot is newer than all our locks.
     WITH "batch" AS (

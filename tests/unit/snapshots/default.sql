@@ -179,6 +179,7 @@ AS $function$
 #variable_conflict use_column
 DECLARE
     v_complete p_customer_keys%TYPE;
+    v_all_locked boolean;
     v_customers integer := 0;
     v_locations integer := 0;
     v_contacts integer := 0;
@@ -189,9 +190,9 @@ BEGIN
     END IF;
 
     -- Lock every other row of the stacks. A stack counts as complete only when every one
-    -- of its rows is locked by us: per customer and part, the rows locked are counted
-    -- against the rows there are. GROUP BY reads each locking CTE to the end, so no lock
-    -- is left untaken by an early exit.
+    -- of its rows is locked by us. Usually nobody holds any of them: then as many rows are
+    -- locked as there are, and every stack is complete. The counts read each locking CTE
+    -- to the end, so no lock is left untaken by an early exit.
     WITH "locked_locations" AS (
         SELECT "l"."id" AS "location_key", "l"."customer_id" AS "customer_key"
         FROM "public"."locations" AS "l"
@@ -202,10 +203,6 @@ BEGIN
         FROM "public"."contacts" AS "ct"
         JOIN "locked_locations" AS "ll" ON "ct"."location_id" = "ll"."location_key"
         FOR UPDATE OF "ct" SKIP LOCKED
-    ), "locked_counts" AS (
-        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "locked_locations" GROUP BY 1
-        UNION ALL
-        SELECT "customer_key", 'contact', count(*) FROM "locked_contacts" GROUP BY 1
     ), "stack_locations" AS (
         SELECT "l"."id" AS "location_key", "l"."customer_id" AS "customer_key"
         FROM "public"."locations" AS "l"
@@ -214,22 +211,57 @@ BEGIN
         SELECT "ct"."id" AS "contact_key", "sl"."customer_key"
         FROM "public"."contacts" AS "ct"
         JOIN "stack_locations" AS "sl" ON "ct"."location_id" = "sl"."location_key"
-    ), "stack_counts" AS (
-        SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "stack_locations" GROUP BY 1
-        UNION ALL
-        SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
     )
-    SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
-    FROM unnest(p_customer_keys) AS "k"("customer_key")
-    WHERE NOT EXISTS (
-        -- a part of this stack with a row that exists but is not locked by us
-        SELECT 1
-        FROM "stack_counts" AS "s"
-        LEFT JOIN "locked_counts" AS "held"
-            ON "held"."customer_key" = "s"."customer_key" AND "held"."part" = "s"."part"
-        WHERE "s"."customer_key" = "k"."customer_key"
-          AND "held"."n" IS DISTINCT FROM "s"."n"
-    );
+    SELECT (SELECT count(*) FROM "locked_locations") = (SELECT count(*) FROM "stack_locations")
+           AND (SELECT count(*) FROM "locked_contacts") = (SELECT count(*) FROM "stack_contacts")
+    INTO v_all_locked;
+
+    IF v_all_locked THEN
+        v_complete := p_customer_keys;
+    ELSE
+        -- Someone holds a row of some stack: find which stacks are complete, per customer and
+        -- part, rows locked against rows there are. Locking again is a no-op for the rows we
+        -- hold already; GROUP BY reads each locking CTE to the end.
+        WITH "locked_locations" AS (
+            SELECT "l"."id" AS "location_key", "l"."customer_id" AS "customer_key"
+            FROM "public"."locations" AS "l"
+            WHERE "l"."customer_id" = ANY (p_customer_keys)
+            FOR UPDATE OF "l" SKIP LOCKED
+        ), "locked_contacts" AS (
+            SELECT "ct"."id" AS "contact_key", "ll"."customer_key"
+            FROM "public"."contacts" AS "ct"
+            JOIN "locked_locations" AS "ll" ON "ct"."location_id" = "ll"."location_key"
+            FOR UPDATE OF "ct" SKIP LOCKED
+        ), "stack_locations" AS (
+            SELECT "l"."id" AS "location_key", "l"."customer_id" AS "customer_key"
+            FROM "public"."locations" AS "l"
+            WHERE "l"."customer_id" = ANY (p_customer_keys)
+        ), "stack_contacts" AS (
+            SELECT "ct"."id" AS "contact_key", "sl"."customer_key"
+            FROM "public"."contacts" AS "ct"
+            JOIN "stack_locations" AS "sl" ON "ct"."location_id" = "sl"."location_key"
+        ),
+        "locked_counts" AS (
+            SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "locked_locations" GROUP BY 1
+            UNION ALL
+            SELECT "customer_key", 'contact', count(*) FROM "locked_contacts" GROUP BY 1
+        ), "stack_counts" AS (
+            SELECT "customer_key", 'location' AS "part", count(*) AS "n" FROM "stack_locations" GROUP BY 1
+            UNION ALL
+            SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
+        )
+        SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
+        FROM unnest(p_customer_keys) AS "k"("customer_key")
+        WHERE NOT EXISTS (
+            -- a part of this stack with a row that exists but is not locked by us
+            SELECT 1
+            FROM "stack_counts" AS "s"
+            LEFT JOIN "locked_counts" AS "held"
+                ON "held"."customer_key" = "s"."customer_key" AND "held"."part" = "s"."part"
+            WHERE "s"."customer_key" = "k"."customer_key"
+              AND "held"."n" IS DISTINCT FROM "s"."n"
+        );
+    END IF;
 
     -- Delete, re-checking every rule: this statement's snapshot is newer than all our locks.
     WITH "batch" AS (
