@@ -277,17 +277,15 @@ BEGIN
                     GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz) + '14 days'::interval > now()
                     OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
                     OR EXISTS (SELECT 1 FROM "public"."devices" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
-                )
-          )
-          AND NOT EXISTS (
-              SELECT 1
-              FROM "public"."locations" AS "l"
-              JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
-              WHERE "l"."customer_id" = "c"."id"
-                AND (
-                    GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
-                    OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
-                    OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
+                    OR EXISTS (
+                        SELECT 1 FROM "public"."contacts" AS "ct"
+                        WHERE "ct"."location_id" = "l"."id"
+                          AND (
+                              GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
+                              OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
+                              OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
+                          )
+                    )
                 )
           )
     ), "deleted_contacts" AS (
@@ -704,17 +702,15 @@ BEGIN
                         GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz) + '14 days'::interval > now()
                         OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
                         OR EXISTS (SELECT 1 FROM "public"."devices" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
-                    )
-              )
-              AND NOT EXISTS (
-                  SELECT 1
-                  FROM "public"."locations" AS "l"
-                  JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
-                  WHERE "l"."customer_id" = "c"."id"
-                    AND (
-                        GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
-                        OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
-                        OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
+                        OR EXISTS (
+                            SELECT 1 FROM "public"."contacts" AS "ct"
+                            WHERE "ct"."location_id" = "l"."id"
+                              AND (
+                                  GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
+                                  OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
+                                  OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
+                              )
+                        )
                     )
               )
             ORDER BY "c"."id"
@@ -1049,17 +1045,15 @@ WHERE "c"."is_adhoc" IS TRUE
               GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz) + '14 days'::interval > now()
               OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
               OR EXISTS (SELECT 1 FROM "public"."devices" AS "blocker" WHERE "blocker"."location_id" = "l"."id")
-          )
-    )
-    AND NOT EXISTS (
-        SELECT 1
-        FROM "public"."locations" AS "l"
-        JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
-        WHERE "l"."customer_id" = "c"."id"
-          AND (
-              GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
-              OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
-              OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
+              OR EXISTS (
+                  SELECT 1 FROM "public"."contacts" AS "ct"
+                  WHERE "ct"."location_id" = "l"."id"
+                    AND (
+                        GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz) + '14 days'::interval > now()
+                        OR "ct"."last_login_at"::timestamptz + '6 months'::interval > now()
+                        OR EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")
+                    )
+              )
           )
     );
 

@@ -276,16 +276,14 @@ BEGIN
               WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
                 AND (
                     EXISTS (SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker" WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq")
-                )
-          )
-          AND NOT EXISTS (
-              SELECT 1
-              FROM "Außen Zone"."Standort Zq" AS "l"
-              JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
-              WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
-                AND (
-                    GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
-                    OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+                    OR EXISTS (
+                        SELECT 1 FROM "Crm Zone"."kontakte_zq" AS "ct"
+                        WHERE "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+                          AND (
+                              GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
+                              OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+                          )
+                    )
                 )
           )
     ), "deleted_contacts" AS (
@@ -701,16 +699,14 @@ BEGIN
                   WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
                     AND (
                         EXISTS (SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker" WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq")
-                    )
-              )
-              AND NOT EXISTS (
-                  SELECT 1
-                  FROM "Außen Zone"."Standort Zq" AS "l"
-                  JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
-                  WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
-                    AND (
-                        GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
-                        OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+                        OR EXISTS (
+                            SELECT 1 FROM "Crm Zone"."kontakte_zq" AS "ct"
+                            WHERE "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+                              AND (
+                                  GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
+                                  OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+                              )
+                        )
                     )
               )
             ORDER BY "c"."kunde_nr_zq"
@@ -1042,16 +1038,14 @@ WHERE "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat')
         WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
           AND (
               EXISTS (SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker" WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq")
-          )
-    )
-    AND NOT EXISTS (
-        SELECT 1
-        FROM "Außen Zone"."Standort Zq" AS "l"
-        JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
-        WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
-          AND (
-              GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
-              OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+              OR EXISTS (
+                  SELECT 1 FROM "Crm Zone"."kontakte_zq" AS "ct"
+                  WHERE "ct"."standort_ref_zq" = "l"."standort_nr_zq"
+                    AND (
+                        GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz) + '90 days 12 hours'::interval > now()
+                        OR EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")
+                    )
+              )
           )
     );
 
