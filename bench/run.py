@@ -22,7 +22,8 @@ ANALYZE) it, and use it as a TEMPLATE. Every measurement then runs on its own fr
                statements, ANALYZE, BUFFERS), saved to bench/results/explain-batch-<size>.txt,
                and pg_stat_statements' per-statement totals over the whole archive-on purge
   --sweep      purge, purge --no-archive and floor again at other batch sizes
-  --app-load   pgbench (bench/pgbench_app.sql) alone, then during a purge: TPS, latency
+  --app-load   pgbench (bench/pgbench_app.sql) alone, then during a purge: TPS, latency;
+               saturated, then paced at --app-rate of the saturated rate
 
 Every clone starts with its tables and indexes prewarmed into shared buffers, after a
 CHECKPOINT. Each timed step records wall time, CPU seconds (server and client: much less
@@ -485,7 +486,10 @@ class Bench:
             self.drop(name)
 
     def app_load(self) -> dict:
-        """pgbench (bench/pgbench_app.sql) on a clone: alone, then while a purge runs."""
+        """pgbench (bench/pgbench_app.sql) on a clone, alone and then while a purge runs, twice:
+        saturated (as many transactions as the clients can push: every CPU cycle the purge
+        takes is one the application loses) and paced (pgbench --rate at --app-rate of the
+        saturated rate: an application with headroom, as production servers run)."""
         seconds = self.args.app_seconds
         name = "bench_app"
         dsn = self.clone(name)
@@ -496,7 +500,7 @@ class Bench:
                 max_customer, max_location = conn.execute(
                     'SELECT (SELECT max(id) FROM customers), (SELECT max(id) FROM locations)').fetchone()
 
-            def start_pgbench(tag: str) -> tuple[subprocess.Popen, Path]:
+            def start_pgbench(tag: str, rate: float | None) -> tuple[subprocess.Popen, Path]:
                 logdir = Path(tempfile.mkdtemp(prefix=f"pgbench-{tag}-"))
                 argv = [str(pgbench), "-n", "-f", str(BENCH / "pgbench_app.sql"),
                         "-c", str(self.args.app_clients), "-j", str(self.args.app_clients),
@@ -504,6 +508,9 @@ class Bench:
                         "-D", f"max_location={max_location}", "--log", "--log-prefix", str(logdir / "log"),
                         "--failures-detailed", "--max-tries", "1",
                         "-h", self.server.host, "-p", str(self.server.port), "-U", "postgres", name]
+                if rate is not None:
+                    # Latency then counts from the scheduled start: lag behind the schedule is felt.
+                    argv[1:1] = ["--rate", f"{rate:.0f}"]
                 return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         cwd=logdir), logdir
 
@@ -511,7 +518,7 @@ class Bench:
                 stdout, stderr = proc.communicate()
                 latencies, failed = [], 0
                 for path in logdir.glob("log*"):
-                    # client_id transaction_no latency_us|failed script_no epoch_s epoch_us ...
+                    # client_id transaction_no latency_us|failed script_no epoch_s epoch_us [lag_us]
                     for line in path.read_text().splitlines():
                         parts = line.split()
                         if len(parts) < 6:
@@ -541,26 +548,39 @@ class Bench:
                         "latency_max_ms": round(latencies[-1], 2) if latencies else None,
                         "returncode": proc.returncode, "stderr": stderr.strip()[-500:]}
 
-            log(f"app load: pgbench ({self.args.app_clients} clients) alone for {seconds}s")
-            proc, logdir = start_pgbench("alone")
-            out["alone"] = summarize(proc, logdir, None)
-            log(f"app load: pgbench for {seconds}s, an adhoc-gc purge starting 2s in (--max-runtime {seconds - 4}s)")
-            proc, logdir = start_pgbench("purge")
-            time.sleep(2)
-            argv = [sys.executable, "-m", "adhoc_gc", "purge", "--batch-size", str(self.args.batch_size), "--json",
-                    "--max-runtime", f"{max(1, seconds - 4)}s", "--dsn", dsn]
-            purge_started = time.time()
-            purge = subprocess.run(argv, check=False, capture_output=True, text=True, env=self.env, cwd=PRODUCT)
-            purge_ended = time.time()
-            out["during_purge"] = summarize(proc, logdir, (purge_started, purge_ended))
-            if purge.returncode != 0:
-                out["purge"] = {"error": purge.stderr.strip(), "returncode": purge.returncode}
-            else:
-                result = json.loads(purge.stdout)
-                out["purge"] = {k: result[k] for k in ("customers_deleted", "seconds", "batches", "batch_seconds")}
-            alone, during = out["alone"]["tps"], out["during_purge"]["tps"]
-            if alone and during:
-                out["tps_drop_pct"] = round(100 * (alone - during) / alone, 1)
+            def scenario(tag: str, rate: float | None) -> dict:
+                result: dict = {"rate": None if rate is None else round(rate)}
+                pace = "saturated" if rate is None else f"--rate {rate:.0f}"
+                log(f"app load ({tag}): pgbench ({self.args.app_clients} clients, {pace}) alone for {seconds}s")
+                proc, logdir = start_pgbench(f"{tag}-alone", rate)
+                result["alone"] = summarize(proc, logdir, None)
+                log(f"app load ({tag}): pgbench for {seconds}s, an adhoc-gc purge starting 2s in "
+                    f"(--max-runtime {seconds - 4}s)")
+                proc, logdir = start_pgbench(f"{tag}-purge", rate)
+                time.sleep(2)
+                argv = [sys.executable, "-m", "adhoc_gc", "purge", "--batch-size", str(self.args.batch_size),
+                        "--json", "--max-runtime", f"{max(1, seconds - 4)}s", "--dsn", dsn]
+                purge_started = time.time()
+                purge = subprocess.run(argv, check=False, capture_output=True, text=True, env=self.env,
+                                       cwd=PRODUCT)
+                purge_ended = time.time()
+                result["during_purge"] = summarize(proc, logdir, (purge_started, purge_ended))
+                if purge.returncode != 0:
+                    result["purge"] = {"error": purge.stderr.strip(), "returncode": purge.returncode}
+                else:
+                    done = json.loads(purge.stdout)
+                    result["purge"] = {k: done[k] for k in ("customers_deleted", "seconds", "batches", "batch_seconds")}
+                alone, during = result["alone"]["tps"], result["during_purge"]["tps"]
+                if alone and during:
+                    result["tps_drop_pct"] = round(100 * (alone - during) / alone, 1)
+                return result
+
+            # The second scenario gets a fresh clone: the first one's purge deleted the stacks.
+            out["saturated"] = scenario("saturated", None)
+            self.drop(name)
+            dsn = self.clone(name)
+            rate = self.args.app_rate * out["saturated"]["alone"]["tps"]
+            out["paced"] = scenario("paced", rate)
         finally:
             self.drop(name)
         return out
@@ -758,12 +778,16 @@ def print_table(r: dict) -> None:
     print(f"{'bench harness peak RSS (MB)':<40}{r['bench_peak_rss_mb']:>8}")
     if "app_load" in m:
         a = m["app_load"]
-        print(f"app load (pgbench, {a['clients']} clients): alone {a['alone']['tps']} tps, p99 "
-              f"{a['alone']['latency_p99_ms']} ms; during the purge ({a['during_purge']['window_seconds']} s, "
-              f"{a['purge'].get('customers_deleted')} stacks) {a['during_purge']['tps']} tps, p99 "
-              f"{a['during_purge']['latency_p99_ms']} ms; TPS drop {a.get('tps_drop_pct')}%; failed transactions "
-              f"{a['alone']['failed_whole_run']} / {a['during_purge']['failed_whole_run']}")
-
+        for tag in ("saturated", "paced"):
+            if tag not in a:
+                continue
+            sc = a[tag]
+            pace = "as fast as they can" if sc["rate"] is None else f"paced at {sc['rate']} tps"
+            print(f"app load, {tag} (pgbench, {a['clients']} clients {pace}): alone {sc['alone']['tps']} tps, p99 "
+                  f"{sc['alone']['latency_p99_ms']} ms; during the purge ({sc['during_purge']['window_seconds']} s, "
+                  f"{sc['purge'].get('customers_deleted')} stacks) {sc['during_purge']['tps']} tps, p99 "
+                  f"{sc['during_purge']['latency_p99_ms']} ms; TPS drop {sc.get('tps_drop_pct')}%; failed "
+                  f"transactions {sc['alone']['failed_whole_run']} / {sc['during_purge']['failed_whole_run']}")
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -779,6 +803,8 @@ def main(argv=None) -> int:
     parser.add_argument("--app-load", action="store_true", help="also pgbench alone and during a purge")
     parser.add_argument("--app-seconds", type=int, default=30)
     parser.add_argument("--app-clients", type=int, default=2)
+    parser.add_argument("--app-rate", type=float, default=0.25,
+                        help="paced scenario: pgbench --rate at this fraction of the saturated rate (default 0.25)")
     parser.add_argument("--output", type=Path, help="results file (default bench/results/<size>-<date>.json)")
     parser.add_argument("--product", type=Path, default=ROOT,
                         help="the adhoc-gc checkout to measure (default: this one); e.g. a `git archive HEAD` export "
