@@ -6,6 +6,9 @@ The server is $ADHOC_GC_TEST_DSN when set (a superuser connection string), other
 throwaway cluster started from the machine's PostgreSQL binaries (as root it runs as the
 `postgres` system user: PostgreSQL refuses to run as root), or from pgserver's when the
 machine has none.
+
+In CI ($CI set, as .ci/run does) nothing may be skipped: a skipped test fails the session
+(see pytest_sessionfinish below), so a missing pg_cron or chromium cannot pass unnoticed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,52 @@ from adhoc_gc.throwaway import ServerUnavailable, ThrowawayPostgres, _free_port,
 from helpers import add_stack, deploy_mapping, load_reference_schema
 
 TEST_DSN_ENV = "ADHOC_GC_TEST_DSN"
+CI_ENV = "CI"
+
+# pytester runs pytest inside a test (tests/unit/test_ci.py checks the hooks below with it).
+pytest_plugins = ["pytester"]
+
+
+# --- in CI, a skipped test fails the session --------------------------------------------------
+
+_SKIPPED: list[tuple[str, str]] = []  # (test id, reason), in the order they were reported
+
+
+def _in_ci() -> bool:
+    return bool(os.environ.get(CI_ENV))
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # A skip is reported in the setup phase (skip marks, pytest.skip() in a fixture) or the
+    # call phase (pytest.skip() in the test); an expected failure (xfail) is not a skip.
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a whole module skipped (pytest.skip(allow_module_level=True))
+        _SKIPPED.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _in_ci() and _SKIPPED and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not (_in_ci() and _SKIPPED):
+        return
+    count = f"{len(_SKIPPED)} test{' was' if len(_SKIPPED) == 1 else 's were'} skipped"
+    terminalreporter.section(f"FAILED: {count} in CI", sep="=", red=True, bold=True)
+    terminalreporter.line(f"${CI_ENV} is set, so no test may be skipped (CI installs everything the suite "
+                          "needs); install what these need:", red=True)
+    for nodeid, reason in _SKIPPED:
+        terminalreporter.line(f"SKIPPED IN CI {nodeid}: {reason}", red=True)
 
 
 class Server:

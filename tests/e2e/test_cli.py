@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import uuid
 
@@ -560,9 +561,13 @@ def test_help_and_version():
 
 
 def test_the_console_script_is_the_same_cli():
-    script = os.path.join(os.path.dirname(sys.executable), "adhoc-gc")
-    if not os.path.exists(script):
-        pytest.skip("no adhoc-gc console script next to this Python")
+    # Where pip puts this interpreter's scripts (/usr/local/bin for Debian's /usr/bin/python3),
+    # else next to the interpreter (a venv).
+    candidates = [os.path.join(sysconfig.get_path("scripts"), "adhoc-gc"),
+                  os.path.join(os.path.dirname(sys.executable), "adhoc-gc")]
+    script = next((c for c in candidates if os.path.exists(c)), None)
+    if script is None:
+        pytest.skip(f"no adhoc-gc console script in {' or '.join(dict.fromkeys(os.path.dirname(c) for c in candidates))}")
     result = subprocess.run([script, "render", "--objects-only"], capture_output=True, text=True,
                             stdin=subprocess.DEVNULL, timeout=60)
     assert result.returncode == 0, result.stderr
