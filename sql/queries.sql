@@ -57,6 +57,22 @@ SELECT %(value)s::interval > interval '0'
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS {{ schema|ident }}
 
+-- name: yoyo_migration_table_exists
+-- Whether yoyo has recorded migrations in the package schema yet (deploy's trial runs the
+-- ones it has not).
+SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s::text, '_yoyo_migration')) IS NOT NULL
+
+-- name: applied_migrations
+SELECT "migration_id" FROM {{ schema|ident }}."_yoyo_migration"
+
+-- name: show_search_path
+SELECT pg_catalog.current_setting('search_path')
+
+-- name: set_local_search_path
+-- For the rest of the transaction: deploy's trial runs each migration as yoyo does, with
+-- search_path set to the package schema, then sets it back.
+SELECT pg_catalog.set_config('search_path', %(search_path)s, true)
+
 -- name: deployed_mapping
 SELECT "fingerprint", "package_version" FROM {{ schema|ident }}."deployed_mapping"()
 
