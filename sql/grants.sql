@@ -4,7 +4,7 @@
   [roles] get exactly what they need:
     owner    owns the package's objects (the deleting functions run with its privileges);
     operator may run purges (runner, CALL, pg_cron) and read the views and runs;
-    analyst  may only read the views and runs.
+    analyst  may only read the views and runs, and run explain_customer and forecast_days.
 #}
 {% set s = schema|ident %}
 {% set operator_functions = [
@@ -21,7 +21,8 @@
     "_replica_lag()",
     "_note_run(bigint, double precision, integer, double precision)",
 ] %}
-{% set reader_functions = ["explain_customer(text)"] %}
+{# forecast_days: the forecast view calls it, and a view's readers need EXECUTE on the functions it calls #}
+{% set reader_functions = ["explain_customer(text)", "forecast_days(integer)"] %}
 {% set owner_functions = ["restore(bigint, text)", "_restore_rows(regclass, json)"] %}
 {% set purge_procedure = "purge(integer, integer, interval, interval, boolean, text, boolean)" %}
 {% set readable = ["candidates", "eligibility", "runs", "blocked_summary", "forecast", "daily_stats"] %}

@@ -116,7 +116,7 @@ def test_drop_data_leaves_the_schema_dump_as_before_deploy(app_db, tmp_path, req
     result = cli("uninstall", "--drop-data", "--dsn", app_db, "--config", str(config))
 
     assert f"uninstalled adhoc-gc from schema {schema!r}" in result.stdout
-    assert "dropped 5 views, 1 procedure, 16 functions" in result.stdout
+    assert "dropped 5 views, 1 procedure, 17 functions" in result.stdout
     assert "dropped tables: runs, purged, _yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock" in result.stdout
     assert f"dropped schema {schema!r}" in result.stdout
     assert not schema_exists(app_db, schema)
@@ -132,7 +132,7 @@ def test_without_drop_data_the_tables_and_rows_stay_and_deploy_works_again(ref_d
 
     result = cli("uninstall", "--dsn", ref_db)
 
-    assert "dropped 5 views, 1 procedure, 16 functions" in result.stdout
+    assert "dropped 5 views, 1 procedure, 17 functions" in result.stdout
     assert "kept tables (1 run, 3 archived stacks): runs, purged, _yoyo_migration" in result.stdout
     assert "adhoc-gc uninstall --drop-data" in result.stdout
     assert sorted(name for name, kind in package_catalog(ref_db) if kind in ("r", "v", "f", "p")) == [

@@ -1,0 +1,38 @@
+-- forecast_days: how many stacks become eligible on each of the next p_days days if nothing
+-- changes (no new activity, login or blocker), from today (the session's time zone), with
+-- the running total. The `forecast` view is forecast_days(30). Stacks a blocker holds never
+-- become eligible on their own and are not counted; nor are those eligible already.
+-- Not SECURITY DEFINER: it reads the eligibility view with the caller's privileges.
+-- PL/pgSQL, so the view it reads need not exist yet when it is created (views come after
+-- functions in a deploy).
+CREATE OR REPLACE FUNCTION {{ schema|ident }}."forecast_days"(p_days integer)
+RETURNS TABLE ("day" date, "becoming_eligible" bigint, "cumulative" numeric)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $function$
+BEGIN
+    IF p_days IS NULL OR p_days < 1 OR p_days > 3660 THEN
+        RAISE EXCEPTION 'adhoc-gc: forecast_days needs a number of days from 1 to 3660, not %',
+            coalesce(p_days::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT
+        "d"."day"::date,
+        count("e"."customer_id"),
+        sum(count("e"."customer_id")) OVER (ORDER BY "d"."day")
+    FROM generate_series(date_trunc('day', now()), date_trunc('day', now()) + (p_days - 1) * interval '1 day',
+                         interval '1 day') AS "d"("day")
+    LEFT JOIN {{ schema|ident }}."eligibility" AS "e"
+        ON NOT "e"."eligible"
+       AND "e"."eligible_at" >= "d"."day" AND "e"."eligible_at" < "d"."day" + interval '1 day'
+    GROUP BY "d"."day"
+    ORDER BY "d"."day";
+END;
+$function$;
+
+REVOKE ALL ON FUNCTION {{ schema|ident }}."forecast_days"(integer) FROM PUBLIC;
+
+COMMENT ON FUNCTION {{ schema|ident }}."forecast_days"(integer) IS
+    'adhoc-gc: for each of the next p_days days (1 to 3660, from today), how many stacks become eligible that day if nothing changes, and the running total; the forecast view is forecast_days(30).';
