@@ -86,7 +86,7 @@ class Guard:
     max_customers_per_run: int | None  # refuse a run with more candidates than this
     max_fraction_of_adhoc: float | None  # ... or more than this share of all ad-hoc customers
     lock_timeout: str  # per batch
-    statement_timeout: str  # per batch (runner)
+    statement_timeout: str  # per batch (runner and procedure)
 
 
 @dataclasses.dataclass(frozen=True)

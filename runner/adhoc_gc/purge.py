@@ -105,6 +105,10 @@ def run_purge(
         raise PurgeSkipped(f"another purge is running: this one is skipped (recorded as run {skipped_id})")
     try:
         with conn.transaction():
+            # [retention] first: every purge that holds the lock prunes the package's history,
+            # whether it then succeeds, fails or is refused (the procedure does the same).
+            conn.execute(queries["apply_retention"])
+        with conn.transaction():
             unmapped = conn.execute(queries["unmapped_foreign_keys_deployed"]).fetchall()
             if unmapped:
                 reason = describe_unmapped_foreign_keys(unmapped)
@@ -224,8 +228,6 @@ def _run_locked(
         _finish(conn, queries, progress, "failed", one_line(exc))
         raise RunFailed(f"purge run {run_id} failed after {progress.batches} batches: {one_line(exc)}") from None
     _finish(conn, queries, progress, "succeeded", None)
-    with conn.transaction():
-        conn.execute(queries["apply_retention"])
     return progress
 
 

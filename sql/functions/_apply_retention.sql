@@ -1,5 +1,7 @@
 -- _apply_retention: keeps the package's own history bounded ([retention] in the mapping).
--- Every purge calls it when it ends.
+-- Every purge that takes the purge lock calls it first (runner and procedure alike), so it
+-- applies whether the purge then succeeds, fails or is refused; a skipped purge, which did
+-- not get the lock, touches nothing.
 CREATE OR REPLACE FUNCTION {{ schema|ident }}."_apply_retention"()
 RETURNS TABLE ("runs_deleted" bigint, "purged_deleted" bigint)
 LANGUAGE plpgsql

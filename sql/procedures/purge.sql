@@ -36,6 +36,8 @@ DECLARE
     v_out_of_time boolean := false;
     v_error text;
     v_sqlstate text;
+    v_batch_started timestamptz;
+    v_batch_took interval;
 BEGIN
     IF pg_catalog.pg_is_in_recovery() THEN
         -- A standby cannot write; its primary runs the purge.
@@ -53,14 +55,27 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT pg_catalog.string_agg(pg_catalog.format(
-               'foreign key %I on %I.%I (%s) references the %s table and is neither a blocker nor owned',
-               "fk"."constraint_name", "fk"."schema", "fk"."table",
-               pg_catalog.array_to_string("fk"."columns", ', '), "fk"."references"), '; ')
-    INTO v_refusal
-    FROM {{ schema|ident }}."_unmapped_foreign_keys"() AS "fk";
-    IF v_refusal IS NULL THEN
-        v_refusal := {{ schema|ident }}."_guard_refusal"("purge"."force");
+    -- This session holds the lock from here on: an error (or a cancel) before the run
+    -- starts lets go of it before it is raised, like one during a batch.
+    BEGIN
+        -- [retention] first: every purge that holds the lock prunes the package's history,
+        -- whether it then succeeds, fails or is refused (committed with the run's first row).
+        PERFORM {{ schema|ident }}."_apply_retention"();
+        SELECT pg_catalog.string_agg(pg_catalog.format(
+                   'foreign key %I on %I.%I (%s) references the %s table and is neither a blocker nor owned',
+                   "fk"."constraint_name", "fk"."schema", "fk"."table",
+                   pg_catalog.array_to_string("fk"."columns", ', '), "fk"."references"), '; ')
+        INTO v_refusal
+        FROM {{ schema|ident }}."_unmapped_foreign_keys"() AS "fk";
+        IF v_refusal IS NULL THEN
+            v_refusal := {{ schema|ident }}."_guard_refusal"("purge"."force");
+        END IF;
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
+    END;
+    IF v_error IS NOT NULL THEN
+        PERFORM {{ schema|ident }}."_release_purge_lock"();
+        RAISE EXCEPTION 'adhoc-gc: purge failed before its run started: %', v_error USING ERRCODE = v_sqlstate;
     END IF;
     IF v_refusal IS NOT NULL THEN
         PERFORM {{ schema|ident }}."_record_unstarted_run"(v_trigger, "purge"."batch_size", 'refused', v_refusal);
@@ -104,8 +119,19 @@ BEGIN
             END LOOP;
 {% endif %}
             IF NOT v_out_of_time THEN
+                v_batch_started := pg_catalog.clock_timestamp();
                 SELECT * INTO v_batch
                 FROM {{ schema|ident }}."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+                -- [guard] statement_timeout, per batch. PostgreSQL arms statement_timeout once
+                -- per statement a client sends (here: the whole CALL), so setting it in here
+                -- could not cut a batch short. A batch that ran longer is undone instead (the
+                -- block is its subtransaction) and fails the run, as the runner's batch would.
+                v_batch_took := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_batch_started;
+                IF v_batch_took OPERATOR(pg_catalog.>) {{ guard.statement_timeout|literal }}::interval THEN
+                    RAISE EXCEPTION 'canceling batch % due to statement timeout: it took % (over [guard] statement_timeout %) and was undone; use a smaller batch_size',
+                        v_batches OPERATOR(pg_catalog.+) 1, v_batch_took, {{ guard.statement_timeout|literal }}::interval
+                        USING ERRCODE = 'query_canceled';
+                END IF;
             END IF;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             -- Only this batch is undone (the block is a subtransaction); record why, let go
@@ -127,7 +153,6 @@ BEGIN
     END LOOP;
 
     PERFORM {{ schema|ident }}."_finish_run"(v_run_id, 'succeeded', NULL);
-    PERFORM {{ schema|ident }}."_apply_retention"();
     PERFORM {{ schema|ident }}."_release_purge_lock"();
     COMMIT;
 END;

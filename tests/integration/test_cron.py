@@ -141,7 +141,7 @@ def test_pg_cron_runs_the_scheduled_purge(cron_db, cron_server):
                             (dbname,)).fetchall()
         assert len(jobs) == 1, "rescheduling must update the job, not add one"
         assert jobs[0][1] == "* * * * *" and "batch_size => 5" in jobs[0][2]
-        assert cron.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE '%:prune-history'").fetchone()[0] == 1
+        assert set(_jobs(cron_server, dbname)) == set(_job_names(dbname))  # the purge job and its prune job
 
     with psycopg.connect(cron_db, autocommit=True) as conn:
         deadline = time.monotonic() + 150
@@ -168,10 +168,51 @@ def test_pg_cron_runs_the_scheduled_purge(cron_db, cron_server):
 
     gone = run_cli("unschedule", "--dsn", cron_db)
     assert gone.returncode == 0 and "removed" in gone.stdout
-    with psycopg.connect(cron_server.dsn(), autocommit=True) as cron:
-        assert cron.execute("SELECT count(*) FROM cron.job WHERE database = %s", (dbname,)).fetchone()[0] == 0
+    assert _jobs(cron_server, dbname) == {}  # the prune job too, which lives in pg_cron's database
     missing = run_cli("status", "--dsn", cron_db)
     assert missing.returncode == 0 and "no pg_cron job" in missing.stdout
+
+
+def _job_names(dbname: str) -> tuple[str, str]:
+    """The default purge job's name for the package in `dbname`, and its history-pruning job's."""
+    name = f"adhoc-gc:{dbname}:adhoc_gc"
+    return name, name + ":prune-history"
+
+
+def _jobs(cron_server, dbname: str) -> dict[str, tuple[str, str]]:
+    """Those two jobs as pg_cron holds them (in its own database): name -> (database, command)."""
+    with psycopg.connect(cron_server.dsn(), autocommit=True) as cron:
+        rows = cron.execute("SELECT jobname, database, command FROM cron.job WHERE jobname = ANY (%s)",
+                            (list(_job_names(dbname)),)).fetchall()
+    return {name: (database, command) for name, database, command in rows}
+
+
+def test_unschedule_removes_the_job_and_its_history_pruning_job(cron_db, cron_server):
+    """`schedule --prune-cron-history` adds a job that runs in pg_cron's own database
+    (cron.database_name, here `postgres`), not in the package's: `unschedule` removes it
+    together with the purge job."""
+    dbname = psycopg.conninfo.conninfo_to_dict(cron_db)["dbname"]
+    job, prune_job = _job_names(dbname)
+    try:
+        scheduled = run_cli("schedule", "--dsn", cron_db, "--cron", "0 3 * * *", "--prune-cron-history", "14 days")
+        assert scheduled.returncode == 0, scheduled.stderr
+        jobs = _jobs(cron_server, dbname)
+        assert set(jobs) == {job, prune_job}, jobs
+        assert jobs[job][0] == dbname and jobs[job][1].startswith('CALL adhoc_gc."purge"(')
+        assert jobs[prune_job][0] == "postgres" != dbname
+        assert jobs[prune_job][1] == "DELETE FROM cron.job_run_details WHERE end_time < now() - '14 days'::interval"
+
+        gone = run_cli("unschedule", "--dsn", cron_db)
+        assert gone.returncode == 0, gone.stderr
+        assert gone.stdout == f"removed pg_cron job(s): {job}, {prune_job}\n"
+        assert _jobs(cron_server, dbname) == {}
+        again = run_cli("unschedule", "--dsn", cron_db)
+        assert again.returncode == 0 and "nothing to remove" in again.stdout
+    finally:
+        # cron_db's clean-up removes the jobs running in its database, not the prune job.
+        with psycopg.connect(cron_server.dsn(), autocommit=True) as cron:
+            cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = ANY (%s)",
+                         (list(_job_names(dbname)),))
 
 
 def test_schedule_says_when_the_extension_is_missing(cron_server, fresh_db):

@@ -87,3 +87,36 @@ def test_statement_timeout_bounds_one_batch(ref_db, ref_conn):
     with pytest.raises(Exception, match="statement timeout"):
         purge(ref_db, mapping, batch_size=5)
     assert stack_exists(ref_conn, stack)
+
+
+@pytest.mark.parametrize("timeout, fails", [("300 milliseconds", True), ("20 seconds", False)])
+def test_statement_timeout_bounds_one_batch_of_the_procedure(ref_db, ref_conn, timeout, fails):
+    """CALL purge(...) holds [guard] statement_timeout per batch too. PostgreSQL cannot time
+    out one statement inside a CALL, so a batch that ran longer is undone when it ends: the
+    run is recorded failed with the reason, nothing of the batch stays, and the lock is let
+    go while the caller's session stays open. A batch within the limit commits."""
+    _guarded(ref_db, f"[guard]\nstatement_timeout = '{timeout}'\n")
+    stack = add_stack(ref_conn)  # one contact: its batch lasts the trigger's second
+    ref_conn.execute("""
+        CREATE FUNCTION public.slow_delete() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN PERFORM pg_sleep(1); RETURN OLD; END $$;
+        CREATE TRIGGER slow BEFORE DELETE ON public.contacts FOR EACH ROW EXECUTE FUNCTION public.slow_delete();
+    """)
+    with psycopg.connect(ref_db, autocommit=True) as session:
+        if fails:
+            with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+                session.execute("CALL adhoc_gc.purge(batch_size => 5)")
+        else:
+            session.execute("CALL adhoc_gc.purge(batch_size => 5)")
+        # The caller's session is still open (psql, a pool): the lock must be free all the same.
+        assert ref_conn.execute("SELECT adhoc_gc._try_purge_lock() AND adhoc_gc._release_purge_lock()").fetchone()[0]
+    status, error, batches, customers = ref_conn.execute(
+        "SELECT status, error, batches, customers_deleted FROM adhoc_gc.runs").fetchone()
+    archived = ref_conn.execute("SELECT count(*) FROM adhoc_gc.purged").fetchone()[0]
+    if fails:
+        assert status == "failed" and "[guard] statement_timeout" in error and "undone" in error, (status, error)
+        assert (batches, customers, archived) == (0, 0, 0)
+        assert stack_exists(ref_conn, stack)
+    else:
+        assert (status, error, batches, customers, archived) == ("succeeded", None, 1, 1, 1)
+        assert not stack_exists(ref_conn, stack)
