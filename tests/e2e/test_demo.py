@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from adhoc_gc.cli import build_parser
+from helpers import LOG_LINE, run_cli
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -39,11 +40,8 @@ def private_tmpdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
-    started = time.monotonic()
-    result = run_cli("demo", "--customers", "300", env={"TMPDIR": private_tmpdir}, timeout=300)
-    assert time.monotonic() - started < 60
-
+def check_the_tour(result, customers: int) -> None:
+    """Every step of the tour ran and printed what it should, for `customers` generated ones."""
     assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
     assert "Traceback" not in result.stderr
     out = result.stdout
@@ -51,11 +49,13 @@ def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
     # Every step ran, in order.
     steps = [line for line in out.splitlines() if line.startswith("== ")]
     assert steps[0] == "== starting a throwaway PostgreSQL server"
+    assert steps[1] == f"== loading the reference schema with {customers} generated customers"
     assert any(s.startswith("== adhoc-gc deploy") for s in steps)
     assert steps[-1].startswith("== demo finished in ")
 
-    # The plan: 300 generated customers, four in ten created ad hoc.
-    assert "ad-hoc customers: 120" in out
+    # The plan: four in ten generated customers were created ad hoc.
+    adhoc = customers * 4 // 10
+    assert f"ad-hoc customers: {adhoc}" in out
     eligible = int(re.search(r"eligible now:\s+(\d+)", out).group(1))
     assert eligible > 0
     assert "first 3 candidates:" in out
@@ -68,20 +68,67 @@ def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
     assert f"customer {login_held}: not eligible" in out and "[HOLD] no login within 6 months" in out
 
     # The purge deleted exactly what the plan called eligible, and runs lists it.
-    purge = re.search(r"^run (\d+) succeeded: (\d+) customers, \d+ locations, \d+ contacts deleted", out, re.M)
+    purge = re.search(r"^run (\d+) succeeded: (\d+) customers, (\d+) locations, (\d+) contacts deleted "
+                      r"in (\d+) batches", out, re.M)
     assert purge, out
-    assert int(purge.group(2)) == eligible
-    assert re.search(rf"^\s+{purge.group(1)}\s+\S+ \S+\s+succeeded\s+runner\b", out, re.M), out
+    run_id, deleted, locations, contacts, batches = purge.groups()
+    assert int(deleted) == eligible
+    assert int(batches) == -(-eligible // 100)  # --batch-size 100
+    assert re.search(rf"^\s+{run_id}\s+\S+ \S+\s+succeeded\s+runner\s+{batches}\s+{deleted}\s+{locations}\s+"
+                     rf"{contacts}\b", out, re.M), out
 
-    # The plan after the purge: nothing eligible is left; the report closes the tour.
+    # Its progress: log lines on stderr (not a terminal), the start and the end of the run,
+    # with the same numbers; nothing else there.
+    progress = result.stderr.splitlines()
+    assert progress and all(LOG_LINE.match(line) for line in progress), result.stderr
+    assert re.fullmatch(rf"\S+ adhoc-gc run {run_id} started", progress[0]), progress
+    assert re.fullmatch(rf"\S+ adhoc-gc run {run_id} succeeded: {deleted} customers, {locations} locations, "
+                        rf"{contacts} contacts deleted in {batches} batches \(\d+\.\ds\)", progress[-1]), progress
+
+    # The plan after the purge: nothing eligible is left.
     after = out.split("== adhoc-gc plan   (after the purge)", 1)[1].split("== adhoc-gc report", 1)[0]
-    assert "== adhoc-gc report" in out
-    assert f"ad-hoc customers: {120 - eligible}" in after
+    assert f"ad-hoc customers: {adhoc - eligible}" in after
     assert re.search(r"eligible now:\s+0\b", after)
+    held_by_activity = int(re.search(r"^\s+activity\s+(\d+)$", after, re.M).group(1))
+
+    # The report closes the tour: its funnel, stage by stage, and what the purge deleted.
+    report = out.split("== adhoc-gc report", 1)[1]
+    funnel = re.search(
+        r"^  ad-hoc customers +(\d+)\n"
+        r"  inactive for 14 days +(\d+) +-(\d+) held by recent activity\n"
+        r"  \.\.\. and free of blockers +(\d+) +-(\d+) held by a blocker\n"
+        r"  eligible now \(no login in 6 months\) +(\d+) +-(\d+) held by a recent login$", report, re.M)
+    assert funnel, report
+    total, inactive, recent, free, blocked, now, logged_in = map(int, funnel.groups())
+    assert total == adhoc - eligible and now == 0
+    assert (inactive, free, now) == (total - recent, inactive - blocked, free - logged_in)
+    assert recent == held_by_activity and blocked > 0 and logged_in > 0
+    for period in ("last 7 days", "last 30 days"):
+        assert re.search(rf"^  {period} +{deleted} +{locations} +{contacts} +1$", report, re.M), report
+
+
+def test_demo_runs_the_whole_job_and_cleans_up(private_tmpdir):
+    started = time.monotonic()
+    result = run_cli("demo", "--customers", "300", env={"TMPDIR": private_tmpdir}, timeout=300)
+    assert time.monotonic() - started < 60
+    check_the_tour(result, 300)
 
     # No server left running, nothing left on disk.
     assert os.listdir(private_tmpdir) == [], os.listdir(private_tmpdir)
     assert processes_mentioning(private_tmpdir) == []
+
+
+def test_demo_at_its_default_size_takes_under_a_minute(private_tmpdir):
+    """What the README's first command runs: `adhoc-gc demo` with no options (issue 6:
+    under a minute at the default size)."""
+    default = build_parser().parse_args(["demo"]).customers
+    assert default >= 1000  # the size a newcomer sees, not a test-sized one
+    started = time.monotonic()
+    result = run_cli("demo", env={"TMPDIR": private_tmpdir}, timeout=300)
+    took = time.monotonic() - started
+    check_the_tour(result, default)
+    assert took < 60, f"adhoc-gc demo took {took:.1f}s at its default size ({default} customers)"
+    assert os.listdir(private_tmpdir) == [] and processes_mentioning(private_tmpdir) == []
 
 
 def test_demo_keep_leaves_a_database_to_query(private_tmpdir):

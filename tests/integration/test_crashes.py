@@ -125,25 +125,81 @@ def _assert_finished_the_work(conn: psycopg.Connection, stacks: list[Stack], kep
     assert conn.execute("SELECT count(*) FROM adhoc_gc.candidates").fetchone()[0] == 0
 
 
-def test_sigkill_of_the_runner_between_and_inside_batches(ref_db, ref_conn):
-    """SIGKILL the CLI after it committed a couple of batches: the run stays `running`, the
-    batches it committed are whole and counted; the next purge abandons it and finishes."""
-    stacks, kept = _seed(ref_conn, 40, seed=1)
-    runner = _start_cli(ref_db, "--batch-size", "2", "--sleep", "0.3")
-    try:
-        run_id, _, pid = _wait_for("two committed batches",
-                                   lambda: (r := _running_run(ref_conn)) and r[1] >= 2 and r)
-        time.sleep(random.Random(1).uniform(0.0, 0.3))  # anywhere in the batch/sleep cycle
-    finally:
-        runner.kill()
-        runner.wait(timeout=10)
+GATE_LOCK = 4242  # an advisory lock key; while the test holds it, a batch cannot finish
+
+
+def _gate_contact_deletes(conn: psycopg.Connection) -> None:
+    """Deleting a contact takes a shared advisory lock on GATE_LOCK until its transaction
+    ends: free, it costs nothing; while the test holds the lock exclusively, the batch waits
+    inside its DELETE (well within the default 5 s lock_timeout) until the test lets go."""
+    conn.execute(f"""
+        CREATE FUNCTION public.gated_contact_delete() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared({GATE_LOCK}); RETURN OLD; END $$;
+        CREATE TRIGGER gated_contact_delete BEFORE DELETE ON public.contacts
+            FOR EACH ROW EXECUTE FUNCTION public.gated_contact_delete();
+    """)
+
+
+def _backend(conn: psycopg.Connection, pid: int):
+    """(state, wait_event, query) of a backend, or None once it is gone."""
+    return conn.execute("SELECT state, wait_event, query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+
+
+def _waiting_inside_a_batch(backend) -> bool:
+    """Executing purge_batch and stopped at the gate, inside its DELETE."""
+    return bool(backend) and backend[0] == "active" and "purge_batch" in backend[2] and backend[1] == "advisory"
+
+
+def _batches(conn: psycopg.Connection, run_id: int) -> int:
+    return conn.execute("SELECT batches FROM adhoc_gc.runs WHERE id = %s", (run_id,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("where", ["inside a batch", "between batches"])
+def test_sigkill_of_the_runner(ref_db, ref_conn, where):
+    """SIGKILL the CLI after it committed two batches, at a moment pg_stat_activity proves:
+    - inside a batch: its backend is executing purge_batch, held inside the DELETE (a trigger
+      waits for an advisory lock the test holds, so the batch cannot end before the kill);
+    - between batches: its backend is idle, no transaction open (the runner's --sleep).
+    The batch in flight is never committed (its backend finishes the statement, finds its
+    client gone and rolls back): no half-deleted stack, the committed batches whole and
+    counted, the run left `running`; the next purge marks it `abandoned` and finishes."""
+    rng = random.Random(1)
+    stacks = [add_stack(ref_conn, locations=rng.choice([1, 2]), contacts_per_location=rng.choice([1, 2]))
+              for _ in range(30)]  # every stack has a contact, so every batch passes the gate
+    kept = [add_stack(ref_conn, adhoc=False, locations=2), add_stack(ref_conn, age="1 day")]
+    _gate_contact_deletes(ref_conn)
+    with psycopg.connect(ref_db, autocommit=True) as gate:
+        runner = _start_cli(ref_db, "--batch-size", "2", "--sleep", "0.5" if where == "inside a batch" else "1.5")
+        try:
+            run_id, _, pid = _wait_for("two committed batches",
+                                       lambda: (r := _running_run(ref_conn)) and r[1] >= 2 and r)
+            if where == "inside a batch":
+                gate.execute("SELECT pg_advisory_lock(%s)", (GATE_LOCK,))  # the next batch stops at the gate
+                _wait_for("the runner's backend inside a batch",
+                          lambda: _waiting_inside_a_batch(_backend(ref_conn, pid)), interval=0.005)
+            else:
+                _wait_for("the runner's backend between batches", lambda: (
+                    (b := _backend(ref_conn, pid)) and b[0] == "idle" and _batches(ref_conn, run_id) >= 2))
+            committed = _batches(ref_conn, run_id)
+            runner.kill()
+            runner.wait(timeout=10)
+            if where == "inside a batch":
+                # Still held at the gate after the runner died: the kill landed inside the batch.
+                assert _waiting_inside_a_batch(_backend(ref_conn, pid)), _backend(ref_conn, pid)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait(timeout=10)
+            gate.execute("SELECT pg_advisory_unlock_all()")
     assert runner.returncode == -signal.SIGKILL
     _wait_backend_gone(ref_conn, pid)  # the server notices the client is gone; its locks go with it
 
     _assert_dead_run_left_running(ref_conn, run_id)
+    assert _batches(ref_conn, run_id) == committed, "the batch in flight at the kill was committed"
     gone = _check_consistent(ref_conn, stacks, kept)
-    assert 4 <= gone < len(stacks)
+    assert gone == 2 * committed  # every batch of two deleted two stacks; nothing of the one in flight
 
+    ref_conn.execute("DROP TRIGGER gated_contact_delete ON public.contacts")
     result = _run_cli(ref_db, "--batch-size", "5")
     assert result.returncode == 0, result.stderr
     new_run = _max_run_id(ref_conn)

@@ -2,7 +2,8 @@
 
 Every test builds its own schema in a fresh database, writes a mapping for it, deploys,
 builds a few stacks, and checks the views and a real purge. Also: batching over many
-batches, idempotent re-runs, and keyset order with text keys.
+batches, idempotent re-runs, keyset order with text and integer keys of every width, and
+a run that never goes back below its keyset position.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any, Callable
 import psycopg
 import pytest
 
-from helpers import add_stack, deploy_mapping, mapping_from_toml, purge, stack_exists
+from adhoc_gc.purge import PurgeOptions, run_purge
+from adhoc_gc.render import render_queries
+from helpers import DEFAULT_MAPPING, add_stack, deploy_mapping, mapping_from_toml, purge, stack_exists
 
 
 def q(name: str) -> str:
@@ -335,7 +338,58 @@ def test_text_keys_with_a_text_adhoc_column_and_keyset_order(db, collation, batc
     check_purge(m, dsn, mapping, gone, kept, batch_size=batch_size)
 
 
-# --- (c) uuid keys -------------------------------------------------------------------------
+# --- (c) integer keys of every width ---------------------------------------------------------
+
+# The loader accepts int2, int4 and int8 keys (runner/adhoc_gc/catalog.py). The customer keys
+# include negatives, numbers whose order as text differs (9 < 10 < 100), and the type's
+# largest value, so a keyset position kept or compared as text would skip or repeat keys.
+INT_MAX = {"smallint": 2**15 - 1, "integer": 2**31 - 1, "bigint": 2**63 - 1}
+
+
+@pytest.mark.parametrize("key_type", ["smallint", "integer", "bigint"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_integer_keys(db, key_type, batch_size):
+    dsn, conn = db
+    top = INT_MAX[key_type]
+    m = Model(conn, key_type=key_type, new_key=itertools.count(1000).__next__).create()
+    mapping = m.deploy(dsn)
+    assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                        "WHERE attrelid = 'app.customers'::regclass AND attname = 'id'").fetchone()[0] == key_type
+
+    keys = [-top - 1, -7, 2, 9, 10, 11, 99, 100, top - 1, top]
+    gone = [m.add_stack(key=key, locations=i % 3, contacts=1 + i % 2, login="7 months")
+            for i, key in enumerate(keys)]
+    kept = [m.add_stack(key=-3, age="1 day"), m.add_stack(key=50, login="1 day"), m.add_stack(key=12, adhoc=False)]
+    blocked = m.add_stack(key=top - 2, locations=2)
+    m.block("location", blocked.locations[1])
+    kept.append(blocked)
+
+    verdicts = m.eligibility()
+    assert all(type(k) is int for k in verdicts)
+    assert verdicts[blocked.customer]["blocked_by"] == ["location_ticket"]
+    assert verdicts[-3]["blocked_by"] == ["activity"] and verdicts[50]["blocked_by"] == ["login"]
+    assert verdicts[top]["contact_ids"] == sorted(gone[-1].contacts)
+    explained = conn.execute("SELECT customer_id, adhoc FROM adhoc_gc.explain_customer(%s)", (str(-top - 1),))
+    assert explained.fetchall() == [(str(-top - 1), True)]
+
+    progress = check_purge(m, dsn, mapping, gone, kept, batch_size=batch_size)
+    # The keyset position ends at the largest key, in the key's own order.
+    assert conn.execute("SELECT last_key FROM adhoc_gc.runs WHERE id = %s",
+                        (progress.run_id,)).fetchone()[0] == str(top)
+    # Each batch (one transaction, so one purged_at) took the next keys in numeric order.
+    batches = [r[0] for r in conn.execute(
+        "SELECT array_agg(customer_id::bigint ORDER BY customer_id::bigint) FROM adhoc_gc.purged "
+        "WHERE run_id = %s GROUP BY purged_at ORDER BY purged_at", (progress.run_id,))]
+    ordered = sorted(keys)
+    assert batches == [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+    # And the archive gives them back with their keys.
+    conn.execute("SELECT * FROM adhoc_gc.restore(%s, NULL)", (progress.run_id,))
+    assert all(m.exists(s) for s in gone + kept)
+    assert m.candidates() == set(keys)
+
+
+# --- (d) uuid keys -------------------------------------------------------------------------
 
 def test_uuid_keys(db):
     dsn, conn = db
@@ -515,3 +569,83 @@ def test_purge_without_archive_deletes_the_same_and_archives_nothing(ref_db, ref
     assert (progress.batches, progress.customers, progress.locations, progress.contacts) == (3, 5, 10, 20)
     assert not any(stack_exists(ref_conn, s) for s in stacks)
     assert ref_conn.execute("SELECT count(*) FROM adhoc_gc.purged").fetchone()[0] == 0
+
+
+# --- keyset: a run continues from its last key, never rescans from the start ----------------
+
+def _age_stack(conn, stack, age: str) -> None:
+    """Make every row of a stack `age` old (committed: conn is autocommit)."""
+    conn.execute("UPDATE customers SET created_at = now() - %s::interval, updated_at = now() - %s::interval "
+                 "WHERE id = %s", (age, age, stack.customer))
+    conn.execute("UPDATE locations SET created_at = now() - %s::interval, updated_at = now() - %s::interval "
+                 "WHERE id = ANY (%s)", (age, age, stack.locations))
+    conn.execute("UPDATE contacts SET created_at = now() - %s::interval, updated_at = now() - %s::interval "
+                 "WHERE id = ANY (%s)", (age, age, stack.contacts))
+
+
+def test_a_run_never_goes_back_to_a_key_below_its_position(ref_db, ref_conn):
+    """Between the runner's batches, a stack below the run's position and one above it become
+    eligible: the run deletes the one above and leaves the one below for the next run."""
+    below = add_stack(ref_conn, age="1 day")  # the lowest key, not eligible when the run starts
+    eligible = [add_stack(ref_conn) for _ in range(6)]  # three batches of 2
+    above = add_stack(ref_conn, age="1 day")  # the highest key, not eligible when the run starts
+    seen = []
+
+    def between_batches(progress):
+        seen.append((progress.batches, progress.customers))
+        if progress.batches == 1:
+            # Another session, committed while the run is between its first and second batch.
+            assert [stack_exists(ref_conn, s) for s in eligible[:2]] == [False, False]
+            _age_stack(ref_conn, below, "30 days")
+            _age_stack(ref_conn, above, "30 days")
+            assert ref_conn.execute("SELECT count(*) FROM adhoc_gc.candidates WHERE customer_id = ANY (%s)",
+                                    ([below.customer, above.customer],)).fetchone()[0] == 2
+
+    with psycopg.connect(ref_db) as conn:
+        progress = run_purge(conn, DEFAULT_MAPPING, render_queries(DEFAULT_MAPPING), PurgeOptions(batch_size=2),
+                             on_batch=between_batches)
+    assert seen == [(1, 2), (2, 4), (3, 6), (4, 7)]  # the fourth batch took `above`, and no batch `below`
+    assert (progress.status, progress.batches, progress.customers) == ("succeeded", 4, 7)
+    assert not any(stack_exists(ref_conn, s) for s in eligible + [above])
+    assert stack_exists(ref_conn, below)
+    assert ref_conn.execute("SELECT last_key::bigint FROM adhoc_gc.runs WHERE id = %s",
+                            (progress.run_id,)).fetchone()[0] == above.customer
+
+    # The next run starts from the first key again and takes it.
+    again = purge(ref_db, batch_size=2)
+    assert (again.batches, again.customers) == (1, 1)
+    assert not stack_exists(ref_conn, below)
+
+
+def test_purge_batch_after_a_key_never_returns_to_lower_keys(ref_db, ref_conn):
+    """The same through the SQL function, batch by batch: purge_batch(run, after_key, 2) only
+    looks at keys after after_key; only a call from the start (NULL) finds the lower one."""
+    stacks = [add_stack(ref_conn) for _ in range(5)]
+    below = stacks.pop(0)
+    _age_stack(ref_conn, below, "1 day")  # not eligible yet
+    archived = "SELECT customer_id::bigint FROM adhoc_gc.purged WHERE run_id = %s ORDER BY 1"
+
+    with psycopg.connect(ref_db) as conn:  # READ COMMITTED, one transaction per call
+        run_id = conn.execute("SELECT adhoc_gc._start_run('sql', 2, NULL, NULL, true)").fetchone()[0]
+        conn.commit()
+
+        def batch(after_key):
+            row = conn.execute("SELECT next_after_key, done, customers_deleted "
+                               "FROM adhoc_gc.purge_batch(%s, %s, 2)", (run_id, after_key)).fetchone()
+            conn.commit()
+            return row
+
+        first = batch(None)
+        assert first == (str(stacks[1].customer), False, 2)
+        _age_stack(ref_conn, below, "30 days")  # now eligible, below the position
+        second = batch(first[0])
+        assert second == (str(stacks[3].customer), False, 2)
+        assert batch(second[0])[1] is True  # done: nothing after the position, `below` untouched
+        assert stack_exists(ref_conn, below)
+        assert [r[0] for r in ref_conn.execute(archived, (run_id,))] == [s.customer for s in stacks]
+
+        # Only a scan from the start finds it (what a rescan would have done).
+        assert batch(None) == (str(below.customer), False, 1)
+        conn.execute("SELECT adhoc_gc._finish_run(%s, 'succeeded', NULL)", (run_id,))
+        conn.commit()
+    assert not stack_exists(ref_conn, below)

@@ -3,7 +3,8 @@
 import psycopg
 import pytest
 
-from helpers import add_stack, deploy_mapping, load_reference_schema, mapping_from_toml, purge, run_cli
+from helpers import (add_stack, assert_one_error_line, deploy_mapping, load_reference_schema, mapping_from_toml, purge,
+                     run_cli)
 
 TABLES = ("customers", "locations", "contacts", "notes", "tags")
 MAPPING = """
@@ -90,6 +91,56 @@ def test_restore_one_customer(restore_db):
         conn.execute("SELECT * FROM adhoc_gc.restore(NULL, %s)", (str(stacks[1].customer),))
         present = [row[0] for row in conn.execute("SELECT id FROM customers ORDER BY id")]
         assert present == [stacks[1].customer]
+
+
+def _rows_of(snapshot, stack):
+    """The rows of one stack in a _snapshot: its customer, locations, contacts, notes and tags."""
+    belongs = {
+        "customers": lambda row: row["id"] == stack.customer,
+        "locations": lambda row: row["id"] in stack.locations,
+        "contacts": lambda row: row["id"] in stack.contacts,
+        "notes": lambda row: row["customer_id"] == stack.customer,
+        "tags": lambda row: row["contact_id"] in stack.contacts,
+    }
+    return {table: [row for row in rows if belongs[table](row[0])] for table, rows in snapshot.items()}
+
+
+def test_restore_one_customer_through_the_cli(restore_db):
+    """`adhoc-gc restore --customer KEY`: that stack's rows (owned rows included) are back as
+    they were, exit 0; the other stacks stay purged."""
+    mapping = mapping_from_toml(MAPPING)
+    with psycopg.connect(restore_db, autocommit=True) as conn:
+        stacks = _populate(conn, 3)
+        before = _snapshot(conn)
+        purge(restore_db, mapping, batch_size=5)
+        chosen = stacks[1]
+        result = run_cli("restore", "--customer", str(chosen.customer), "--dsn", restore_db,
+                         env={"ADHOC_GC_CONFIG": _write_config(restore_db)})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"restored 1 stacks: 1 customers, {len(chosen.locations)} locations, "
+                                        f"{len(chosen.contacts)} contacts, {1 + len(chosen.contacts)} owned rows\n")
+        assert _snapshot(conn) == _rows_of(before, chosen)
+        assert all(_rows_of(before, chosen).values())  # the stack had rows in every table
+        restored = conn.execute("SELECT customer_id FROM adhoc_gc.purged WHERE restored_at IS NOT NULL").fetchall()
+        assert restored == [(str(chosen.customer),)]
+
+
+def test_restore_of_a_customer_whose_key_is_taken_through_the_cli(restore_db):
+    """`adhoc-gc restore --customer KEY` when the application reused the key: one error line,
+    exit 1 (docs/operators.md), nothing restored."""
+    mapping = mapping_from_toml(MAPPING)
+    with psycopg.connect(restore_db, autocommit=True) as conn:
+        stacks = _populate(conn, 2)
+        purge(restore_db, mapping, batch_size=5)
+        conn.execute("INSERT INTO customers (id, name) VALUES (%s, 'reused')", (stacks[0].customer,))
+        before = _snapshot(conn)
+        result = run_cli("restore", "--customer", str(stacks[0].customer), "--dsn", restore_db,
+                         env={"ADHOC_GC_CONFIG": _write_config(restore_db)})
+        assert result.returncode == 1, (result.returncode, result.stderr)
+        assert "key is taken again" in assert_one_error_line(result.stderr)
+        assert result.stdout == ""
+        assert _snapshot(conn) == before
+        assert conn.execute("SELECT count(*) FROM adhoc_gc.purged WHERE restored_at IS NOT NULL").fetchone()[0] == 0
 
 
 def test_restore_refuses_when_a_key_is_taken_and_changes_nothing(restore_db):

@@ -26,7 +26,7 @@ from adhoc_gc.mapping import (
     resolve_dsn,
 )
 from adhoc_gc import render
-from adhoc_gc.render import render_objects, render_queries
+from adhoc_gc.render import render_grants, render_objects, render_queries
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -451,6 +451,137 @@ def test_a_file_that_is_not_utf8(tmp_path):
         load_mapping(str(path))
 
 
+# --- [retention], [guard], [throttle], [roles], [[owned]] ----------------------------------
+
+def test_retention_defaults_and_values():
+    assert (load_mapping(None).retention.runs, load_mapping(None).retention.purged) == ("1 year", "90 days")
+    mapping = parse("""
+        [retention]
+        runs = "30 days"
+        purged = " 1 week 12 h "
+    """)
+    assert (mapping.retention.runs, mapping.retention.purged) == ("30 days", "1 week 12 h")
+    assert parse('[retention]\nruns = "2 years"\n').retention.purged == "90 days"  # the other one defaults
+    assert mapping.fingerprint() != load_mapping(None).fingerprint()  # it shapes the deployed SQL
+
+
+@pytest.mark.parametrize("key", ["runs", "purged"])
+@pytest.mark.parametrize("value, expected", [
+    ("90 dayz", "is not an interval"),
+    ("0 days", "must be longer than zero"),
+    ("", "is not an interval"),
+    ("-1 year", "is not an interval"),
+    ("90 days'; DELETE FROM adhoc_gc.runs; --", "is not an interval"),
+])
+def test_retention_invalid_intervals(key, value, expected):
+    message = config_error(f'[retention]\n{key} = "{value}"\n')
+    assert f"[retention].{key}: " in message and expected in message
+
+
+@pytest.mark.parametrize("toml, where, expected", [
+    ('[retention]\narchive = "1 year"\n', "[retention].archive", "unknown key (known: runs, purged)"),
+    ("[retention]\nruns = 365\n", "[retention].runs", "must be a string, not an integer"),
+    ('retention = "1 year"\n', "retention", "must be a table"),
+])
+def test_retention_unknown_key_and_wrong_types(toml, where, expected):
+    message = config_error(toml)
+    assert where in message and expected in message
+
+
+def test_guard_throttle_and_roles_values():
+    mapping = parse("""
+        [guard]
+        max_customers_per_run = 500
+        max_fraction_of_adhoc = 1
+        lock_timeout = "250 ms"
+        statement_timeout = "2 min"
+        [throttle]
+        max_replica_lag = "30 seconds"
+        [roles]
+        owner = "gc owner"
+        analyst = "reader"
+    """)
+    assert mapping.guard.max_customers_per_run == 500
+    assert mapping.guard.max_fraction_of_adhoc == 1.0 and isinstance(mapping.guard.max_fraction_of_adhoc, float)
+    assert (mapping.guard.lock_timeout, mapping.guard.statement_timeout) == ("250 ms", "2 min")
+    assert mapping.throttle.max_replica_lag == "30 seconds"
+    assert (mapping.roles.owner, mapping.roles.operator, mapping.roles.analyst) == ("gc owner", None, "reader")
+
+
+@pytest.mark.parametrize("toml, where, expected", [
+    ("[guard]\nmax_fraction_of_adhoc = 1.5\n", "[guard].max_fraction_of_adhoc",
+     "must be a number above 0 and at most 1, not 1.5"),
+    ("[guard]\nmax_fraction_of_adhoc = 0\n", "[guard].max_fraction_of_adhoc", "above 0"),
+    ("[guard]\nmax_fraction_of_adhoc = nan\n", "[guard].max_fraction_of_adhoc", "above 0"),
+    ('[guard]\nmax_fraction_of_adhoc = "50%"\n', "[guard].max_fraction_of_adhoc", "above 0"),
+    ("[guard]\nmax_fraction_of_adhoc = true\n", "[guard].max_fraction_of_adhoc", "above 0"),
+    ("[guard]\nmax_customers_per_run = 0\n", "[guard].max_customers_per_run", "whole number of at least 1"),
+    ("[guard]\nmax_customers_per_run = 2.5\n", "[guard].max_customers_per_run", "whole number of at least 1"),
+    ('[guard]\nlock_timeout = "5 secondz"\n', "[guard].lock_timeout", "is not an interval"),
+    ('[guard]\nlock_timeout = "5s; SET lock_timeout = 0"\n', "[guard].lock_timeout", "is not an interval"),
+    ('[guard]\nlock_timeout = "0 seconds"\n', "[guard].lock_timeout", "must be longer than zero"),
+    ("[guard]\nlock_timeout = 5\n", "[guard].lock_timeout", "must be a string, not an integer"),
+    ('[guard]\nstatement_timeout = "forever"\n', "[guard].statement_timeout", "is not an interval"),
+    ('[guard]\nmax_runtime = "10 minutes"\n', "[guard].max_runtime", "unknown key"),
+    ('[throttle]\nmax_replica_lag = "30 sec lag"\n', "[throttle].max_replica_lag", "is not an interval"),
+    ('[roles]\nowner = "a;b"\n', "[roles].owner", "double quote or semicolon"),
+    ('[roles]\noperator = "ops\\"x"\n', "[roles].operator", "double quote or semicolon"),
+    ('[roles]\nanalyst = ""\n', "[roles].analyst", "must not be empty"),
+    ("[roles]\nowner = 1\n", "[roles].owner", "must be a string, not an integer"),
+    ('[roles]\nadmin = "root"\n', "[roles].admin", "unknown key (known: owner, operator, analyst)"),
+])
+def test_bad_guard_throttle_and_roles_values(toml, where, expected):
+    message = config_error(toml)
+    assert where in message and expected in message, message
+
+
+_OWNED = {"table": "public.notes", "column": "customer_id", "references": "customer"}
+
+
+def test_owned_entries_load():
+    mapping = parse("""
+        [[owned]]
+        table = "public.notes"
+        column = "customer_id"
+        references = "customer"
+        name = "notes"
+
+        [[owned]]
+        table = "tags"
+        column = "contact_id"
+        references = "contact"
+    """)
+    assert [(str(o.table), o.column, o.references, o.name) for o in mapping.owned] == [
+        ("public.notes", "customer_id", "customer", "notes"),
+        ("public.tags", "contact_id", "contact", "tags.contact_id"),
+    ]
+
+
+@pytest.mark.parametrize("entries, where, expected", [
+    ([{**_OWNED, "colour": "red"}], "[[owned]] #1.colour", "unknown key (known: table, column, references, name)"),
+    ([_OWNED, {**_OWNED, "column": "author_id", "cascade": True}], "[[owned]] #2.cascade", "unknown key"),
+    ([{"table": "public.notes", "column": "customer_id"}], "[[owned]] #1.references", "is required"),
+    ([{"table": "public.notes", "references": "customer"}], "[[owned]] #1.column", "is required"),
+    ([{"column": "customer_id", "references": "customer"}], "[[owned]] #1.table", "is required"),
+    ([{**_OWNED, "references": "account"}], "[[owned]] #1.references", "must be one of customer, location, contact"),
+    ([{**_OWNED, "column": "customer_id; DROP TABLE notes"}], "[[owned]] #1.column", "double quote or semicolon"),
+    ([{**_OWNED, "table": 'public."notes'}], "[[owned]] #1.table", "double quote or semicolon"),
+    ([{**_OWNED, "column": 7}], "[[owned]] #1.column", "must be a string, not an integer"),
+    ([{**_OWNED, "name": "two\nlines"}], "[[owned]] #1.name", "must be printable text"),
+    ([_OWNED, dict(_OWNED)], "[[owned]]", "two entries share the name 'notes.customer_id'"),
+    ([{"table": "public.cases", "column": "location_id", "references": "location"}], "[[owned]]",
+     "is listed as a blocker and as owned"),
+    (["public.notes"], "[[owned]] #1", "must be a table"),
+    ("public.notes", "owned", "must be an array of tables ([[owned]])"),
+])
+def test_bad_owned_entries(entries, where, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_mapping({"owned": entries}, source="test.toml")
+    message = str(info.value)
+    assert message.startswith(f"test.toml: {where}"), message
+    assert expected in message and "\n" not in message, message
+
+
 # --- where the mapping comes from --------------------------------------------------------
 
 def _write(path, schema: str) -> str:
@@ -568,6 +699,8 @@ def _typed(kind: str):
         "interval": _interval_like,
         "references": st.sampled_from(["customer", "location", "contact", "account"]),
         "name": st.sampled_from(["case", "device", "activity", "login", "", " "]) | st.text(max_size=8),
+        "posint": st.integers(min_value=-2, max_value=100_000) | st.sampled_from([0, 1, True]),
+        "fraction": st.floats(min_value=-0.5, max_value=1.5) | st.sampled_from([0, 0.5, 1, 1.5, True, float("nan")]),
     }[kind]
     return st.one_of(*[right] * 7, _toml_values)  # a wrong type one time in eight
 
@@ -578,8 +711,14 @@ _SECTION_KINDS = {
     "location": {"table": "str", "key": "str", "customer": "str", "activity": "strlist"},
     "contact": {"table": "str", "key": "str", "location": "str", "last_login": "str", "activity": "strlist"},
     "policy": {"inactivity": "interval", "login_window": "interval", "login_rule": "bool"},
+    "retention": {"runs": "interval", "purged": "interval"},
+    "guard": {"max_customers_per_run": "posint", "max_fraction_of_adhoc": "fraction",
+              "lock_timeout": "interval", "statement_timeout": "interval"},
+    "throttle": {"max_replica_lag": "interval"},
+    "roles": {"owner": "str", "operator": "str", "analyst": "str"},
 }
 _BLOCKER_KINDS = {"table": "str", "column": "str", "references": "references", "name": "name"}
+_REFERENCE_ARRAYS = ("blockers", "owned")  # [[blockers]] and [[owned]] take the same keys
 
 
 def _table(kinds: dict[str, str]):
@@ -591,11 +730,12 @@ def _table(kinds: dict[str, str]):
 _documents = st.fixed_dictionaries({}, optional={
     **{name: st.one_of(_table(kinds), _table(kinds), _table(kinds), _toml_values)
        for name, kinds in _SECTION_KINDS.items()},
-    "blockers": st.one_of(st.lists(_table(_BLOCKER_KINDS), max_size=4), st.lists(_toml_values, max_size=2),
-                          _toml_values),
+    **{name: st.one_of(st.lists(_table(_BLOCKER_KINDS), max_size=4), st.lists(_toml_values, max_size=2),
+                       _toml_values)
+       for name in _REFERENCE_ARRAYS},
 })
 _arbitrary_documents = st.dictionaries(
-    st.sampled_from([*_SECTION_KINDS, "blockers"]) | st.text(max_size=10), _toml_values, max_size=4)
+    st.sampled_from([*_SECTION_KINDS, *_REFERENCE_ARRAYS]) | st.text(max_size=10), _toml_values, max_size=4)
 
 
 def _loads_or_config_error(raw) -> Mapping | None:
@@ -607,6 +747,7 @@ def _loads_or_config_error(raw) -> Mapping | None:
     # What loads must also render: nothing from the mapping can break the templates.
     render_queries(mapping)
     render_objects(mapping)
+    render_grants(mapping)
     mapping.fingerprint()
     return mapping
 
@@ -615,6 +756,43 @@ def _loads_or_config_error(raw) -> Mapping | None:
 @given(_documents)
 def test_any_mapping_shaped_document_loads_or_is_a_config_error(raw):
     _loads_or_config_error(raw)
+
+
+# One of the sections that shape the purge rather than the stack, alone, so that valid ones
+# load often enough for their values to be checked.
+_purge_sections = st.one_of(
+    *[st.fixed_dictionaries({name: _table(_SECTION_KINDS[name])})
+      for name in ("retention", "guard", "throttle", "roles")],
+    st.fixed_dictionaries({"owned": st.lists(
+        st.fixed_dictionaries({"table": _typed("str"), "column": _typed("str"), "references": _typed("references")},
+                              optional={"name": _typed("name")}), max_size=3)}),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_purge_sections)
+def test_any_guard_retention_throttle_roles_or_owned_section_loads_or_is_a_config_error(raw):
+    mapping = _loads_or_config_error(raw)
+    if mapping is None:
+        return
+    guard = mapping.guard
+    assert guard.max_customers_per_run is None or (type(guard.max_customers_per_run) is int
+                                                   and guard.max_customers_per_run >= 1)
+    assert guard.max_fraction_of_adhoc is None or 0 < guard.max_fraction_of_adhoc <= 1
+    for role in (mapping.roles.owner, mapping.roles.operator, mapping.roles.analyst):
+        assert role is None or (role and not {'"', ";", "\x00"} & set(role))
+    for owned in mapping.owned:
+        assert owned.references in ("customer", "location", "contact")
+        assert not {'"', ";", "\x00"} & set(owned.table.schema + owned.table.name + owned.column)
+
+
+def test_the_property_tests_generate_every_section_the_loader_knows():
+    from adhoc_gc.mapping import _ARRAY_SECTIONS, _REFERENCE_KEYS, _SECTION_KEYS
+
+    assert {name: set(keys) for name, keys in _SECTION_KINDS.items()} == \
+        {name: set(keys) for name, keys in _SECTION_KEYS.items()}
+    assert set(_REFERENCE_ARRAYS) == set(_ARRAY_SECTIONS)
+    assert set(_BLOCKER_KINDS) == set(_REFERENCE_KEYS)
 
 
 @settings(max_examples=200, deadline=None)

@@ -57,7 +57,9 @@ RESET search_path;
 BEGIN;
 
 -- _apply_retention: keeps the package's own history bounded ([retention] in the mapping).
--- Every purge calls it when it ends.
+-- Every purge that takes the purge lock calls it first (runner and procedure alike), so it
+-- applies whether the purge then succeeds, fails or is refused; a skipped purge, which did
+-- not get the lock, touches nothing.
 CREATE OR REPLACE FUNCTION "adhoc_gc"."_apply_retention"()
 RETURNS TABLE ("runs_deleted" bigint, "purged_deleted" bigint)
 LANGUAGE plpgsql
@@ -614,6 +616,45 @@ REVOKE ALL ON FUNCTION "adhoc_gc"."explain_customer"(text) FROM PUBLIC;
 COMMENT ON FUNCTION "adhoc_gc"."explain_customer"(text) IS
     'adhoc-gc: whether the customer with this key exists and was created ad hoc (for adhoc-gc explain).';
 
+-- forecast_days: how many stacks become eligible on each of the next p_days days if nothing
+-- changes (no new activity, login or blocker), from today (the session's time zone), with
+-- the running total. The `forecast` view is forecast_days(30). Stacks a blocker holds never
+-- become eligible on their own and are not counted; nor are those eligible already.
+-- Not SECURITY DEFINER: it reads the eligibility view with the caller's privileges.
+-- PL/pgSQL, so the view it reads need not exist yet when it is created (views come after
+-- functions in a deploy).
+CREATE OR REPLACE FUNCTION "adhoc_gc"."forecast_days"(p_days integer)
+RETURNS TABLE ("day" date, "becoming_eligible" bigint, "cumulative" numeric)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $function$
+BEGIN
+    IF p_days IS NULL OR p_days < 1 OR p_days > 3660 THEN
+        RAISE EXCEPTION 'adhoc-gc: forecast_days needs a number of days from 1 to 3660, not %',
+            coalesce(p_days::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT
+        "d"."day"::date,
+        count("e"."customer_id"),
+        sum(count("e"."customer_id")) OVER (ORDER BY "d"."day")
+    FROM generate_series(date_trunc('day', now()), date_trunc('day', now()) + (p_days - 1) * interval '1 day',
+                         interval '1 day') AS "d"("day")
+    LEFT JOIN "adhoc_gc"."eligibility" AS "e"
+        ON NOT "e"."eligible"
+       AND "e"."eligible_at" >= "d"."day" AND "e"."eligible_at" < "d"."day" + interval '1 day'
+    GROUP BY "d"."day"
+    ORDER BY "d"."day";
+END;
+$function$;
+
+REVOKE ALL ON FUNCTION "adhoc_gc"."forecast_days"(integer) FROM PUBLIC;
+
+COMMENT ON FUNCTION "adhoc_gc"."forecast_days"(integer) IS
+    'adhoc-gc: for each of the next p_days days (1 to 3660, from today), how many stacks become eligible that day if nothing changes, and the running total; the forecast view is forecast_days(30).';
+
 -- purge_batch: deletes the next batch of eligible stacks after p_after_key (keyset order)
 -- and records it in the run p_run_id. Call it once per transaction; the caller commits.
 --
@@ -825,6 +866,8 @@ DECLARE
     v_out_of_time boolean := false;
     v_error text;
     v_sqlstate text;
+    v_batch_started timestamptz;
+    v_batch_took interval;
 BEGIN
     IF pg_catalog.pg_is_in_recovery() THEN
         -- A standby cannot write; its primary runs the purge.
@@ -842,14 +885,27 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT pg_catalog.string_agg(pg_catalog.format(
-               'foreign key %I on %I.%I (%s) references the %s table and is neither a blocker nor owned',
-               "fk"."constraint_name", "fk"."schema", "fk"."table",
-               pg_catalog.array_to_string("fk"."columns", ', '), "fk"."references"), '; ')
-    INTO v_refusal
-    FROM "adhoc_gc"."_unmapped_foreign_keys"() AS "fk";
-    IF v_refusal IS NULL THEN
-        v_refusal := "adhoc_gc"."_guard_refusal"("purge"."force");
+    -- This session holds the lock from here on: an error (or a cancel) before the run
+    -- starts lets go of it before it is raised, like one during a batch.
+    BEGIN
+        -- [retention] first: every purge that holds the lock prunes the package's history,
+        -- whether it then succeeds, fails or is refused (committed with the run's first row).
+        PERFORM "adhoc_gc"."_apply_retention"();
+        SELECT pg_catalog.string_agg(pg_catalog.format(
+                   'foreign key %I on %I.%I (%s) references the %s table and is neither a blocker nor owned',
+                   "fk"."constraint_name", "fk"."schema", "fk"."table",
+                   pg_catalog.array_to_string("fk"."columns", ', '), "fk"."references"), '; ')
+        INTO v_refusal
+        FROM "adhoc_gc"."_unmapped_foreign_keys"() AS "fk";
+        IF v_refusal IS NULL THEN
+            v_refusal := "adhoc_gc"."_guard_refusal"("purge"."force");
+        END IF;
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
+    END;
+    IF v_error IS NOT NULL THEN
+        PERFORM "adhoc_gc"."_release_purge_lock"();
+        RAISE EXCEPTION 'adhoc-gc: purge failed before its run started: %', v_error USING ERRCODE = v_sqlstate;
     END IF;
     IF v_refusal IS NOT NULL THEN
         PERFORM "adhoc_gc"."_record_unstarted_run"(v_trigger, "purge"."batch_size", 'refused', v_refusal);
@@ -875,8 +931,19 @@ BEGIN
                 PERFORM pg_catalog.pg_sleep_for("purge"."pause");
             END IF;
             IF NOT v_out_of_time THEN
+                v_batch_started := pg_catalog.clock_timestamp();
                 SELECT * INTO v_batch
                 FROM "adhoc_gc"."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+                -- [guard] statement_timeout, per batch. PostgreSQL arms statement_timeout once
+                -- per statement a client sends (here: the whole CALL), so setting it in here
+                -- could not cut a batch short. A batch that ran longer is undone instead (the
+                -- block is its subtransaction) and fails the run, as the runner's batch would.
+                v_batch_took := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_batch_started;
+                IF v_batch_took OPERATOR(pg_catalog.>) '5 minutes'::interval THEN
+                    RAISE EXCEPTION 'canceling batch % due to statement timeout: it took % (over [guard] statement_timeout %) and was undone; use a smaller batch_size',
+                        v_batches OPERATOR(pg_catalog.+) 1, v_batch_took, '5 minutes'::interval
+                        USING ERRCODE = 'query_canceled';
+                END IF;
             END IF;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             -- Only this batch is undone (the block is a subtransaction); record why, let go
@@ -898,7 +965,6 @@ BEGIN
     END LOOP;
 
     PERFORM "adhoc_gc"."_finish_run"(v_run_id, 'succeeded', NULL);
-    PERFORM "adhoc_gc"."_apply_retention"();
     PERFORM "adhoc_gc"."_release_purge_lock"();
     COMMIT;
 END;
@@ -1080,21 +1146,13 @@ COMMENT ON VIEW "adhoc_gc"."daily_stats" IS
 
 -- forecast: how many stacks become eligible on each of the next 30 days if nothing changes
 -- (no new activity, login or blocker). Stacks a blocker holds never become eligible on
--- their own and are not counted.
+-- their own and are not counted. Another horizon: forecast_days(N), which this view calls.
 CREATE OR REPLACE VIEW "adhoc_gc"."forecast" AS
-SELECT
-    "d"."day"::date AS "day",
-    count("e"."customer_id") AS "becoming_eligible",
-    sum(count("e"."customer_id")) OVER (ORDER BY "d"."day") AS "cumulative"
-FROM generate_series(date_trunc('day', now()), date_trunc('day', now()) + interval '29 days', interval '1 day')
-     AS "d"("day")
-LEFT JOIN "adhoc_gc"."eligibility" AS "e"
-    ON NOT "e"."eligible"
-   AND "e"."eligible_at" >= "d"."day" AND "e"."eligible_at" < "d"."day" + interval '1 day'
-GROUP BY "d"."day";
+SELECT "f"."day", "f"."becoming_eligible", "f"."cumulative"
+FROM "adhoc_gc"."forecast_days"(30) AS "f";
 
 COMMENT ON VIEW "adhoc_gc"."forecast" IS
-    'adhoc-gc: for each of the next 30 days, how many stacks become eligible that day if nothing changes, and the running total.';
+    'adhoc-gc: for each of the next 30 days, how many stacks become eligible that day if nothing changes, and the running total (forecast_days(30); forecast_days(N) for another horizon).';
 
 -- adhoc-gc: ownership and privileges ([roles])
 

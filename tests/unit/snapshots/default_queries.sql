@@ -1,3 +1,6 @@
+-- name: applied_migrations
+SELECT "migration_id" FROM "adhoc_gc"."_yoyo_migration"
+
 -- name: apply_retention
 SELECT "runs_deleted", "purged_deleted" FROM "adhoc_gc"."_apply_retention"()
 
@@ -338,6 +341,14 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s)
 -- name: role_table_privilege
 SELECT has_table_privilege(%(role)s, format('%%I.%%I', %(schema)s::text, %(table)s::text), %(privilege)s)
 
+-- name: set_local_search_path
+-- For the rest of the transaction: deploy's trial runs each migration as yoyo does, with
+-- search_path set to the package schema, then sets it back.
+SELECT pg_catalog.set_config('search_path', %(search_path)s, true)
+
+-- name: show_search_path
+SELECT pg_catalog.current_setting('search_path')
+
 -- name: start_run
 SELECT "adhoc_gc"."_start_run"(%(trigger)s, %(batch_size)s, %(max_batches)s, %(max_runtime)s, %(archive)s)
 
@@ -529,4 +540,9 @@ ORDER BY "fk"."schema", "fk"."table", "fk"."constraint_name"
 
 -- name: unmapped_foreign_keys_deployed
 SELECT * FROM "adhoc_gc"."_unmapped_foreign_keys"()
+
+-- name: yoyo_migration_table_exists
+-- Whether yoyo has recorded migrations in the package schema yet (deploy's trial runs the
+-- ones it has not).
+SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s::text, '_yoyo_migration')) IS NOT NULL
 
