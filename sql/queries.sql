@@ -94,6 +94,11 @@ SELECT {{ schema|ident }}."_record_unstarted_run"(%(trigger)s, %(batch_size)s, %
 -- name: guard_refusal
 SELECT {{ schema|ident }}."_guard_refusal"(%(force)s)
 
+-- name: batch_isolation
+-- A batch's transaction runs at REPEATABLE READ: purge_batch's safety rests on its one
+-- snapshot (docs/design.md). The first statement of the transaction.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
+
 -- name: batch_statement_timeout
 -- Before each batch, in its transaction: how long one batch may run ([guard] statement_timeout).
 SELECT set_config('statement_timeout',

@@ -43,7 +43,7 @@ class PurgeProgress:
     error: str | None = None
     batch_seconds: list[float] = dataclasses.field(default_factory=list)  # each committed batch
     batch_size: int = 0  # the size the next batch will have
-    retries: int = 0  # batches retried smaller after a timeout
+    retries: int = 0  # batches taken again: smaller after a timeout, or after a concurrent change undid them
     throttled_seconds: float = 0.0  # paused for replica lag
     note: str | None = None  # what the run is doing besides deleting (waiting, retrying)
 
@@ -171,6 +171,7 @@ def _run_locked(
     sizer = BatchSizer(options.batch_size, options.target_batch_seconds)
     progress.batch_size = sizer.size
     after_key: str | None = None
+    races = 0  # the same batch undone by concurrent changes, in a row
     try:
         if options.target_batch_seconds is not None:
             _note(conn, queries, progress, options)
@@ -184,6 +185,7 @@ def _run_locked(
             batch_started = time.monotonic()
             try:
                 with conn.transaction():  # one transaction per batch: its deletes and its counts
+                    conn.execute(queries["batch_isolation"])
                     conn.execute(queries["batch_statement_timeout"])
                     row = conn.execute(queries["purge_batch"], {
                         "run_id": run_id,
@@ -200,6 +202,17 @@ def _run_locked(
                 progress.note = f"batch timed out ({one_line(exc)}); retrying with {sizer.size}"
                 _note(conn, queries, progress, options)
                 continue
+            except (psycopg.errors.SerializationFailure, psycopg.errors.ForeignKeyViolation) as exc:
+                # The application changed a row of the batch after its snapshot (a case
+                # attached, a login): the batch was undone; a new snapshot sees the change.
+                races += 1
+                if races > MAX_RACE_RETRIES:
+                    raise
+                progress.retries += 1
+                progress.note = f"batch undone by a concurrent change ({one_line(exc)}); taking it again"
+                _note(conn, queries, progress, options)
+                continue
+            races = 0
             next_after_key, done, examined, customers, locations, contacts = row
             if done:
                 break
@@ -290,6 +303,9 @@ def _wait_for_replicas(conn, queries, mapping: Mapping, progress: PurgeProgress,
 
 
 THROTTLE_POLL_SECONDS = 1.0
+# How often in a row one batch may be undone by concurrent changes before the run fails: each
+# retry's snapshot sees the change that undid the last one, so more means something is wrong.
+MAX_RACE_RETRIES = 5
 
 
 def _note(conn, queries, progress: PurgeProgress, options: PurgeOptions) -> None:

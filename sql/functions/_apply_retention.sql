@@ -15,11 +15,20 @@ BEGIN
     DELETE FROM {{ schema|ident }}."purged"
     WHERE "purged_at" < now() - {{ retention.purged|literal }}::interval;
     GET DIAGNOSTICS v_purged = ROW_COUNT;
-    -- Archived rows of a deleted run go with it (ON DELETE CASCADE).
-    DELETE FROM {{ schema|ident }}."runs"
-    WHERE "started_at" < now() - {{ retention.runs|literal }}::interval
-      AND "status" <> 'running';
-    GET DIAGNOSTICS v_runs = ROW_COUNT;
+    -- A deleted run takes its archived rows with it (purged has no foreign key to runs:
+    -- migration adhoc_gc_0002).
+    WITH "old_runs" AS (
+        DELETE FROM {{ schema|ident }}."runs"
+        WHERE "started_at" < now() - {{ retention.runs|literal }}::interval
+          AND "status" <> 'running'
+        RETURNING "id"
+    ), "their_archive" AS (
+        DELETE FROM {{ schema|ident }}."purged"
+        WHERE "run_id" IN (SELECT "id" FROM "old_runs")
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM "old_runs"), v_purged + (SELECT count(*) FROM "their_archive")
+    INTO v_runs, v_purged;
     RETURN QUERY SELECT v_runs, v_purged;
 END;
 $function$;

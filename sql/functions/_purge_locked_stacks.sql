@@ -1,4 +1,5 @@
 {% from "macros/rules.sql" import stack_is_eligible with context %}
+{% from "macros/delete_stacks.sql" import delete_stacks with context %}
 {# The rows of an [[owned]] table that belong to the stacks in the given location and
    contact CTEs, with the customer key each belongs to (alias "o" for FOR UPDATE OF). #}
 {% macro owned_rows(owned_table, locations_cte, contacts_cte) -%}
@@ -45,12 +46,17 @@ SELECT {{ ('"o".' ~ (owned_table.column|ident)) if owned_table.references == "cu
 {% endfor %}
 )
 {%- endmacro %}
--- _purge_locked_stacks: the second half of purge_batch. p_customer_keys are customers the
--- calling statement has locked, in key order. Locks their locations, contacts and owned rows
--- (skipping rows others hold: such a stack is left for a later run), then deletes the
--- complete stacks that still pass every rule under this statement's fresh snapshot,
--- archives and counts them. Polymorphic in the key type, so that the mapping's key types
--- need not be known to render.
+{% set batch_of_complete_stacks %}
+SELECT "c".{{ customer.key|ident }} AS "customer_key"
+FROM {{ customer.table|table }} AS "c"
+WHERE "c".{{ customer.key|ident }} = ANY (v_complete)
+  AND {{ stack_is_eligible('"c"') | trim | indent(2) }}
+{%- endset %}
+-- _purge_locked_stacks: purge_batch's way round rows the application holds. p_customer_keys
+-- are customers the calling statement has locked, in key order. Locks their locations,
+-- contacts and owned rows (skipping rows others hold: such a stack is left for a later run),
+-- then deletes the complete stacks that still pass every rule, archives and counts them.
+-- Polymorphic in the key type, so that the mapping's key types need not be known to render.
 CREATE OR REPLACE FUNCTION {{ schema|ident }}."_purge_locked_stacks"(
     p_run_id bigint,
     p_archive boolean,
@@ -73,6 +79,8 @@ AS $function$
 DECLARE
     v_complete p_customer_keys%TYPE;
     v_all_locked boolean;
+    v_last_key text;
+    v_examined integer;
     v_customers integer := 0;
     v_locations integer := 0;
     v_contacts integer := 0;
@@ -131,92 +139,8 @@ BEGIN
         );
     END IF;
 
-    -- Delete, re-checking every rule: this statement's snapshot is newer than all our locks.
-    WITH "batch" AS (
-        SELECT "c".{{ customer.key|ident }} AS "customer_key"
-        FROM {{ customer.table|table }} AS "c"
-        WHERE "c".{{ customer.key|ident }} = ANY (v_complete)
-          AND {{ stack_is_eligible('"c"') | trim | indent(10) }}
-{% for owned_table in owned %}
-    ), "deleted_owned_{{ loop.index }}" AS (
-        DELETE FROM {{ owned_table.table|table }} AS "o"
-{% if owned_table.references == "customer" %}
-        USING "batch" AS "b"
-        WHERE "o".{{ owned_table.column|ident }} = "b"."customer_key"
-{% elif owned_table.references == "location" %}
-        USING {{ location.table|table }} AS "l", "batch" AS "b"
-        WHERE "o".{{ owned_table.column|ident }} = "l".{{ location.key|ident }}
-          AND "l".{{ location.customer|ident }} = "b"."customer_key"
-{% else %}
-        USING {{ contact.table|table }} AS "ct", {{ location.table|table }} AS "l", "batch" AS "b"
-        WHERE "o".{{ owned_table.column|ident }} = "ct".{{ contact.key|ident }}
-          AND "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
-          AND "l".{{ location.customer|ident }} = "b"."customer_key"
-{% endif %}
-        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("o".*) END AS "row"
-{% endfor %}
-    ), "deleted_contacts" AS (
-        DELETE FROM {{ contact.table|table }} AS "ct"
-        USING {{ location.table|table }} AS "l", "batch" AS "b"
-        WHERE "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
-          AND "l".{{ location.customer|ident }} = "b"."customer_key"
-        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("ct".*) END AS "row"
-    ), "deleted_locations" AS (
-        DELETE FROM {{ location.table|table }} AS "l"
-        USING "batch" AS "b"
-        WHERE "l".{{ location.customer|ident }} = "b"."customer_key"
-        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("l".*) END AS "row"
-    ), "deleted_customers" AS (
-        DELETE FROM {{ customer.table|table }} AS "c"
-        USING "batch" AS "b"
-        WHERE "c".{{ customer.key|ident }} = "b"."customer_key"
-        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("c".*) END AS "row"
-    ), "archived" AS (
-        -- One GROUP BY over all the deleted rows: joining the RETURNING sets instead makes
-        -- the planner (which expects one row from each) pick nested loops, quadratic in the
-        -- batch size (bench/results: 24 of 30 ms at 500 stacks, seconds at 2000).
-        INSERT INTO {{ schema|ident }}."purged" ("run_id", "customer_id", "customer", "locations", "contacts", "owned")
-        SELECT p_run_id, "d"."customer_key"::text,
-               (array_agg("d"."row") FILTER (WHERE "d"."part" = 'customer'))[1],
-               coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'location'), '[]'::json),
-               coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'contact'), '[]'::json),
-{% if owned %}
-               json_build_object(
-{% for owned_table in owned %}
-                   {{ owned_table.name|literal }},
-                   coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'owned {{ loop.index }}'), '[]'::json){{ "," if not loop.last }}
-{% endfor %}
-               )
-{% else %}
-               '{}'::json
-{% endif %}
-        FROM (
-            SELECT "customer_key", 'customer' AS "part", "row" FROM "deleted_customers"
-            UNION ALL
-            SELECT "customer_key", 'location', "row" FROM "deleted_locations"
-            UNION ALL
-            SELECT "customer_key", 'contact', "row" FROM "deleted_contacts"
-{% for owned_table in owned %}
-            UNION ALL
-            SELECT "customer_key", 'owned {{ loop.index }}', "row" FROM "deleted_owned_{{ loop.index }}"
-{% endfor %}
-        ) AS "d"
-        WHERE p_archive
-        GROUP BY "d"."customer_key"
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM "deleted_customers"),
-           (SELECT count(*) FROM "deleted_locations"),
-           (SELECT count(*) FROM "deleted_contacts")
-    INTO v_customers, v_locations, v_contacts;
-
-    UPDATE {{ schema|ident }}."runs"
-    SET "batches" = "batches" + 1,
-        "customers_deleted" = "customers_deleted" + v_customers,
-        "locations_deleted" = "locations_deleted" + v_locations,
-        "contacts_deleted" = "contacts_deleted" + v_contacts,
-        "last_key" = p_customer_keys[cardinality(p_customer_keys)]::text
-    WHERE "id" = p_run_id;
+    -- Delete the complete stacks, every rule checked again inside the DELETE statement.
+    {{ delete_stacks(batch_of_complete_stacks, "v_last_key, v_examined, v_customers, v_locations, v_contacts") | indent(4) }}
 
     RETURN QUERY SELECT p_customer_keys[cardinality(p_customer_keys)]::text, false,
                         cardinality(p_customer_keys), v_customers, v_locations, v_contacts;

@@ -1,12 +1,30 @@
 {% from "macros/rules.sql" import stack_is_eligible with context %}
+{% from "macros/delete_stacks.sql" import delete_stacks with context %}
+{# The next batch: eligible customers after the keyset start, in key order, locked. #}
+{% set next_customers %}
+SELECT "c".{{ customer.key|ident }} AS "customer_key"
+FROM {{ customer.table|table }} AS "c"
+WHERE "c".{{ customer.key|ident }} >= v_from
+  AND ("c".{{ customer.key|ident }} > v_from OR p_after_key IS NULL)
+  AND {{ stack_is_eligible('"c"') | trim | indent(2) }}
+ORDER BY "c".{{ customer.key|ident }}
+LIMIT p_batch_size
+FOR UPDATE OF "c" SKIP LOCKED
+{%- endset %}
 -- purge_batch: deletes the next batch of eligible stacks after p_after_key (keyset order)
--- and records it in the run p_run_id. Call it once per transaction; the caller commits.
+-- and records it in the run p_run_id. Call it once per transaction, at REPEATABLE READ; the
+-- caller commits, and runs the batch again in a new transaction when it fails with a
+-- serialization failure or a foreign-key violation (a concurrent write it did not see).
 --
--- Safety (docs/design.md): this statement locks the batch's customers (skipping rows an
--- application transaction holds), then _purge_locked_stacks locks their locations and
--- contacts and deletes, re-checking every rule under a fresh snapshot. A case committed
--- before the locks is seen by the re-check; one inserted after them waits on the lock and
--- then fails its foreign-key check instead of being lost.
+-- Safety (docs/design.md): one statement picks the batch (its customers locked, SKIP
+-- LOCKED), checks every rule, and deletes. Everything it reads is the transaction's
+-- snapshot; a blocker, login or touch committed after it makes the DELETE fail instead of
+-- being lost (REPEATABLE READ: a row changed since the snapshot cannot be deleted or
+-- locked, and the foreign-key actions refuse to cascade into or null rows the snapshot
+-- does not see). A location, contact or owned row an application transaction holds makes
+-- the DELETE wait; after 50 ms the statement is undone and the batch taken again the
+-- careful way, _purge_locked_stacks, which locks every row SKIP LOCKED and leaves such
+-- stacks for a later run.
 CREATE OR REPLACE FUNCTION {{ schema|ident }}."purge_batch"(
     p_run_id bigint,
     p_after_key text,
@@ -35,22 +53,24 @@ AS $function$
 DECLARE
     v_from {{ customer.table|table }}.{{ customer.key|ident }}%TYPE;
     v_status text;
+    v_held boolean := false;
+    v_last_key text;
+    v_examined integer := 0;
+    v_customers integer := 0;
+    v_locations integer := 0;
+    v_contacts integer := 0;
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'adhoc-gc: batch size must be a positive integer, not %', p_batch_size
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The re-check relies on each statement taking a fresh snapshot.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'adhoc-gc: purge_batch must run at READ COMMITTED, not %',
+    -- Safety rests on the transaction's one snapshot (see above): READ COMMITTED would let
+    -- a foreign key cascade into a case committed during the batch.
+    IF current_setting('transaction_isolation') NOT IN ('repeatable read', 'serializable') THEN
+        RAISE EXCEPTION 'adhoc-gc: purge_batch must run at REPEATABLE READ, not %',
             current_setting('transaction_isolation')
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    -- The purge never waits on the application's row locks (SKIP LOCKED), but deleting owned
-    -- rows or cascading into unmapped tables could: bound that wait ([guard] lock_timeout).
-    PERFORM set_config('lock_timeout',
-                       (extract(epoch FROM {{ guard.lock_timeout|literal }}::interval) * 1000)::bigint::text || 'ms',
-                       true);
     SELECT "status" INTO v_status FROM {{ schema|ident }}."runs" WHERE "id" = p_run_id FOR UPDATE;
     IF v_status IS DISTINCT FROM 'running' THEN
         RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', p_run_id, coalesce(v_status, 'unknown')
@@ -67,23 +87,44 @@ BEGIN
         v_from := p_after_key;
     END IF;
 
-    RETURN QUERY
-    SELECT "r"."next_after_key", "r"."done", "r"."examined",
-           "r"."customers_deleted", "r"."locations_deleted", "r"."contacts_deleted"
-    FROM {{ schema|ident }}."_purge_locked_stacks"(
-        p_run_id,
-        p_archive,
-        ARRAY(
-            SELECT "c".{{ customer.key|ident }}
-            FROM {{ customer.table|table }} AS "c"
-            WHERE "c".{{ customer.key|ident }} >= v_from
-              AND ("c".{{ customer.key|ident }} > v_from OR p_after_key IS NULL)
-              AND {{ stack_is_eligible('"c"') | trim | indent(14) }}
-            ORDER BY "c".{{ customer.key|ident }}
-            LIMIT p_batch_size
-            FOR UPDATE OF "c" SKIP LOCKED
-        )
-    ) AS "r";
+    -- The whole batch in one statement. Rows the application holds are waited for 50 ms at
+    -- most (well under deadlock_timeout, so the application never sees a deadlock error);
+    -- then the statement is undone (the block is a subtransaction) and the batch taken again
+    -- with every row locked SKIP LOCKED first.
+    BEGIN
+        PERFORM set_config('lock_timeout', '50ms', true);
+        {{ delete_stacks(next_customers, "v_last_key, v_examined, v_customers, v_locations, v_contacts") | indent(8) }}
+    EXCEPTION WHEN lock_not_available THEN
+        v_held := true;
+    END;
+    -- [guard] lock_timeout bounds what the careful way cannot lock ahead (a trigger's
+    -- writes, a cascade).
+    PERFORM set_config('lock_timeout',
+                       (extract(epoch FROM {{ guard.lock_timeout|literal }}::interval) * 1000)::bigint::text || 'ms',
+                       true);
+    IF v_held THEN
+        SELECT "r"."next_after_key", "r"."examined",
+               "r"."customers_deleted", "r"."locations_deleted", "r"."contacts_deleted"
+        INTO v_last_key, v_examined, v_customers, v_locations, v_contacts
+        FROM {{ schema|ident }}."_purge_locked_stacks"(
+            p_run_id,
+            p_archive,
+            ARRAY({{ next_customers | indent(18) }})
+        ) AS "r";
+    END IF;
+
+    IF v_examined = 0 THEN
+        RETURN QUERY SELECT NULL::text, true, 0, 0, 0, 0;
+        RETURN;
+    END IF;
+    UPDATE {{ schema|ident }}."runs"
+    SET "batches" = "batches" + 1,
+        "customers_deleted" = "customers_deleted" + v_customers,
+        "locations_deleted" = "locations_deleted" + v_locations,
+        "contacts_deleted" = "contacts_deleted" + v_contacts,
+        "last_key" = v_last_key
+    WHERE "id" = p_run_id;
+    RETURN QUERY SELECT v_last_key, false, v_examined, v_customers, v_locations, v_contacts;
 END;
 $function$;
 

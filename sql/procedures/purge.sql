@@ -38,6 +38,8 @@ DECLARE
     v_sqlstate text;
     v_batch_started timestamptz;
     v_batch_took interval;
+    v_races integer := 0;  -- the same batch undone by concurrent changes, in a row
+    v_retries integer := 0;  -- batches taken again, all told (runs.batch_retries)
 BEGIN
     IF pg_catalog.pg_is_in_recovery() THEN
         -- A standby cannot write; its primary runs the purge.
@@ -94,10 +96,12 @@ BEGIN
         EXIT WHEN "purge"."max_batches" IS NOT NULL
               AND v_batches OPERATOR(pg_catalog.>=) "purge"."max_batches";
         EXIT WHEN v_deadline IS NOT NULL AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_deadline;
+        -- The pause between batches, and the wait for standbys, in a transaction of their own:
+        -- the batch's snapshot is taken after them. In a block, so that a cancel there is
+        -- handled like one during a batch.
         BEGIN
-            -- The pause between batches sits in the block too, so a cancel there is handled
-            -- like one during a batch. It holds no lock: the batch's locks come after it.
-            IF v_batches OPERATOR(pg_catalog.>) 0 AND "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
+            IF v_batches OPERATOR(pg_catalog.>) 0 AND v_races OPERATOR(pg_catalog.=) 0
+               AND "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
                 PERFORM pg_catalog.pg_sleep_for("purge"."pause");
             END IF;
 {% if throttle.max_replica_lag %}
@@ -115,10 +119,17 @@ BEGIN
                 END IF;
                 PERFORM pg_catalog.pg_sleep(1);
                 v_throttled := v_throttled OPERATOR(pg_catalog.+) 1;
-                PERFORM {{ schema|ident }}."_note_run"(v_run_id, NULL, 0, v_throttled);
+                PERFORM {{ schema|ident }}."_note_run"(v_run_id, NULL, v_retries, v_throttled);
             END LOOP;
 {% endif %}
-            IF NOT v_out_of_time THEN
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
+        END;
+        IF v_error IS NULL AND NOT v_out_of_time THEN
+            COMMIT;
+            -- purge_batch's safety rests on its transaction's one snapshot (docs/design.md).
+            SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;
+            BEGIN
                 v_batch_started := pg_catalog.clock_timestamp();
                 SELECT * INTO v_batch
                 FROM {{ schema|ident }}."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
@@ -132,15 +143,29 @@ BEGIN
                         v_batches OPERATOR(pg_catalog.+) 1, v_batch_took, {{ guard.statement_timeout|literal }}::interval
                         USING ERRCODE = 'query_canceled';
                 END IF;
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
+                -- Only this batch is undone (the block is a subtransaction).
+                -- OTHERS leaves out query_canceled (a cancel, or statement_timeout): named here,
+                -- or a cancelled CALL would keep the session's lock and block every later purge.
+                GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
+            END;
+            -- A concurrent change the batch's snapshot did not see undid it (serialization
+            -- failure, or a foreign-key violation): take the same batch again in a new
+            -- transaction, whose snapshot sees the change; as the runner does, 5 times in a row
+            -- at most.
+            IF v_sqlstate IN ('40001', '23503') AND v_races OPERATOR(pg_catalog.<) 5 THEN
+                v_races := v_races OPERATOR(pg_catalog.+) 1;
+                v_retries := v_retries OPERATOR(pg_catalog.+) 1;
+                v_error := NULL;
+                v_sqlstate := NULL;
+                PERFORM {{ schema|ident }}."_note_run"(v_run_id, NULL, v_retries, v_throttled);
+                COMMIT;
+                CONTINUE;
             END IF;
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
-            -- Only this batch is undone (the block is a subtransaction); record why, let go
-            -- of the lock, then raise the same error so pg_cron shows the run as failed.
-            -- OTHERS leaves out query_canceled (a cancel, or statement_timeout): named here,
-            -- or a cancelled CALL would keep the session's lock and block every later purge.
-            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
-        END;
+        END IF;
         IF v_error IS NOT NULL THEN
+            -- Record why, let go of the lock, then raise the same error so pg_cron shows the
+            -- run as failed.
             PERFORM {{ schema|ident }}."_finish_run"(v_run_id, 'failed', v_error);
             PERFORM {{ schema|ident }}."_release_purge_lock"();
             COMMIT;
@@ -148,6 +173,7 @@ BEGIN
         END IF;
         COMMIT;
         EXIT WHEN v_out_of_time OR v_batch."done";
+        v_races := 0;
         v_batches := v_batches OPERATOR(pg_catalog.+) 1;
         v_after_key := v_batch."next_after_key";
     END LOOP;

@@ -69,6 +69,7 @@ def test_case_attached_after_the_batch_locked_its_stack_fails_cleanly(ref_db, re
     stack = add_stack(ref_conn)
     run_id = ref_conn.execute("SELECT adhoc_gc._start_run('test', 10, NULL, NULL, true)").fetchone()[0]
     with psycopg.connect(ref_db) as purger, psycopg.connect(ref_db) as app:
+        purger.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         row = purger.execute("SELECT customers_deleted FROM adhoc_gc.purge_batch(%s, NULL, 10)", (run_id,)).fetchone()
         assert row == (1,)
         outcome: dict = {}
@@ -102,10 +103,89 @@ def test_case_committed_between_candidate_listing_and_purge_is_respected(ref_db,
     assert stack_exists(ref_conn, stack)
 
 
-def test_purge_batch_refuses_repeatable_read(ref_db, ref_conn):
-    add_stack(ref_conn)
+def test_purge_batch_refuses_read_committed(ref_db, ref_conn):
+    """Its safety rests on one snapshot for the whole batch: READ COMMITTED is refused."""
+    stack = add_stack(ref_conn)
     run_id = ref_conn.execute("SELECT adhoc_gc._start_run('test', 10, NULL, NULL, true)").fetchone()[0]
     with psycopg.connect(ref_db) as conn:
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        with pytest.raises(psycopg.errors.InvalidTransactionState):
+        with pytest.raises(psycopg.errors.InvalidTransactionState, match="must run at REPEATABLE READ"):
             conn.execute("SELECT * FROM adhoc_gc.purge_batch(%s, NULL, 10)", (run_id,))
+    assert stack_exists(ref_conn, stack)
+
+
+GATE_LOCK = 4343  # an advisory lock key; while the test holds it, a batch's customer deletes wait
+
+
+def _gate_customer_deletes(conn: psycopg.Connection) -> None:
+    """Deleting a customer polls (never waits on) GATE_LOCK until the test lets go of it. The
+    batch's DELETE removes the customers first (the archive reads them first), so it can be
+    held there: its snapshot taken, its customers locked, its locations not yet reached."""
+    conn.execute(f"""
+        CREATE FUNCTION public.gated_customer_delete() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN
+            WHILE NOT pg_catalog.pg_try_advisory_xact_lock_shared({GATE_LOCK}) LOOP
+                PERFORM pg_catalog.pg_sleep(0.01);
+            END LOOP;
+            RETURN OLD;
+        END $$;
+        CREATE TRIGGER gated_customer_delete BEFORE DELETE ON public.customers
+            FOR EACH ROW EXECUTE FUNCTION public.gated_customer_delete()""")
+
+
+def _wait_until_at_the_gate(conn: psycopg.Connection, pid_query: str) -> None:
+    for _ in range(500):
+        if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND " + pid_query
+                        ).fetchone()[0]:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the batch never reached the gate")
+
+
+@pytest.mark.parametrize("how", ["runner", "procedure"])
+@pytest.mark.parametrize("on_delete", ["NO ACTION", "CASCADE", "SET NULL"])
+def test_case_committed_inside_the_batch_undoes_it_and_the_batch_is_taken_again(ref_db, ref_conn, on_delete, how):
+    """A case attached to a stack's location after the batch's snapshot was taken, and
+    committed while the batch is inside its DELETE (before it reaches that location): the
+    DELETE fails (a foreign-key violation, or with CASCADE and SET NULL a serialization
+    failure instead of cascading into a row its snapshot does not see), the batch is undone
+    and taken again in a new transaction, whose snapshot sees the case. The stack stays, the
+    case keeps its location, the other stack of the batch is purged, the run succeeds."""
+    ref_conn.execute("ALTER TABLE cases DROP CONSTRAINT cases_location_id_fkey, "
+                     "ADD CONSTRAINT cases_location_id_fkey FOREIGN KEY (location_id) "
+                     f"REFERENCES locations (id) ON DELETE {on_delete}")
+    held, free = add_stack(ref_conn), add_stack(ref_conn)
+    _gate_customer_deletes(ref_conn)
+    with psycopg.connect(ref_db, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE_LOCK,))
+        if how == "runner":
+            thread, result = _purge_in_thread(ref_db, batch_size=10)
+            _wait_until_at_the_gate(gate, "backend_type = 'client backend' AND query LIKE '%%purge_batch%%'")
+        else:
+            result = {}
+
+            def call():
+                try:
+                    with psycopg.connect(ref_db, autocommit=True) as conn:
+                        conn.execute("CALL adhoc_gc.purge(batch_size => 10)")
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    result["error"] = exc
+
+            thread = threading.Thread(target=call)
+            thread.start()
+            _wait_until_at_the_gate(gate, "query LIKE 'CALL adhoc_gc.purge%%'")
+        with psycopg.connect(ref_db) as app:
+            app.execute("SET lock_timeout = '5s'")  # the location is not locked yet: no wait
+            app.execute("INSERT INTO cases (location_id, subject) VALUES (%s, 'arrived mid-batch')", (held.locations[0],))
+            app.commit()
+        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE_LOCK,))
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert "error" not in result, result.get("error")
+    assert stack_exists(ref_conn, held)
+    assert ref_conn.execute("SELECT location_id FROM cases WHERE subject = 'arrived mid-batch'").fetchall() == \
+        [(held.locations[0],)]
+    assert not stack_exists(ref_conn, free)
+    status, retries, customers = ref_conn.execute(
+        "SELECT status, batch_retries, customers_deleted FROM adhoc_gc.runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert (status, customers) == ("succeeded", 1)
+    assert retries >= 1

@@ -625,11 +625,12 @@ def test_purge_batch_after_a_key_never_returns_to_lower_keys(ref_db, ref_conn):
     _age_stack(ref_conn, below, "1 day")  # not eligible yet
     archived = "SELECT customer_id::bigint FROM adhoc_gc.purged WHERE run_id = %s ORDER BY 1"
 
-    with psycopg.connect(ref_db) as conn:  # READ COMMITTED, one transaction per call
+    with psycopg.connect(ref_db) as conn:  # one transaction per call, as the runner does
         run_id = conn.execute("SELECT adhoc_gc._start_run('sql', 2, NULL, NULL, true)").fetchone()[0]
         conn.commit()
 
         def batch(after_key):
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             row = conn.execute("SELECT next_after_key, done, customers_deleted "
                                "FROM adhoc_gc.purge_batch(%s, %s, 2)", (run_id, after_key)).fetchone()
             conn.commit()

@@ -4,6 +4,11 @@ SELECT "migration_id" FROM "adhoc_gc"."_yoyo_migration"
 -- name: apply_retention
 SELECT "runs_deleted", "purged_deleted" FROM "adhoc_gc"."_apply_retention"()
 
+-- name: batch_isolation
+-- A batch's transaction runs at REPEATABLE READ: purge_batch's safety rests on its one
+-- snapshot (docs/design.md). The first statement of the transaction.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
+
 -- name: batch_statement_timeout
 -- Before each batch, in its transaction: how long one batch may run ([guard] statement_timeout).
 SELECT set_config('statement_timeout',

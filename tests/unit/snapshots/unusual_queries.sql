@@ -4,6 +4,11 @@ SELECT "migration_id" FROM "GC Ops"."_yoyo_migration"
 -- name: apply_retention
 SELECT "runs_deleted", "purged_deleted" FROM "GC Ops"."_apply_retention"()
 
+-- name: batch_isolation
+-- A batch's transaction runs at REPEATABLE READ: purge_batch's safety rests on its one
+-- snapshot (docs/design.md). The first statement of the transaction.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
+
 -- name: batch_statement_timeout
 -- Before each batch, in its transaction: how long one batch may run ([guard] statement_timeout).
 SELECT set_config('statement_timeout',
