@@ -32,8 +32,11 @@ Timing: --repeat runs of purge, floor and naive, each on a fresh clone, best rep
 docs/performance.md has the results and what they mean.
 
 Results: a table on stdout and bench/results/<size>-<date>.json. Nothing here is part of
-the test suite. The server runs with fsync = off, synchronous_commit = off and
-full_page_writes = off (a benchmark of CPU and I/O through the page cache, not of the disk).
+the test suite. The server is durable, as in production (fsync, synchronous_commit and
+full_page_writes on, wal_level replica: every batch commit waits for its WAL to reach the
+disk). --unsafe-fast turns all of that off (wal_level minimal): a benchmark of CPU and the
+page cache only, where the fixed costs every approach shares are smallest, so the ratios
+are the harshest.
 """
 
 from __future__ import annotations
@@ -78,19 +81,21 @@ def load_product(path: Path) -> None:
 RESULTS = BENCH / "results"
 TEMPLATE = "bench_template"
 
-# A server tuned for bulk work on this machine (2 cores, 23 GB). ThrowawayPostgres adds
-# fsync = off, synchronous_commit = off, full_page_writes = off.
+# A server sized for this machine (2 cores, 23 GB). ThrowawayPostgres turns fsync,
+# synchronous_commit and full_page_writes off; DURABLE_SETTINGS turn them back on (the
+# default), UNSAFE_FAST_SETTINGS (--unsafe-fast) keep them off.
 SERVER_SETTINGS = {
     "shared_buffers": "2GB",
     "maintenance_work_mem": "1GB",
     "max_wal_size": "8GB",
     "checkpoint_timeout": "30min",
-    "wal_level": "minimal",
-    "max_wal_senders": "0",
     "shared_preload_libraries": "pg_stat_statements",
     "pg_stat_statements.track": "all",
     "pg_stat_statements.max": "1000",
 }
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "wal_level": "replica"}
+UNSAFE_FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                        "wal_level": "minimal", "max_wal_senders": "0"}
 
 
 def log(message: str) -> None:
@@ -112,7 +117,8 @@ def rss_mb(kilobytes: int) -> float:
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.label = size_label(args.customers)
+        # Results and plans of an --unsafe-fast run are kept apart from the durable ones.
+        self.label = size_label(args.customers) + ("-unsafe-fast" if getattr(args, "unsafe_fast", False) else "")
         self.server = None
         self.results: dict = {"customers": args.customers, "label": self.label, "seed": args.seed,
                               "batch_size": args.batch_size, "measurements": {}}
@@ -465,6 +471,7 @@ class Bench:
                         notes.append(f"######## batch {number} ########")
                     started = time.monotonic()
                     with conn.transaction():
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                         row = conn.execute('SELECT * FROM "adhoc_gc"."purge_batch"(%s, %s, %s, true)',
                                            (run_id, after, self.args.batch_size)).fetchone()
                     batches.append({"batch": number, "ms": round((time.monotonic() - started) * 1000, 1),
@@ -595,9 +602,10 @@ class Bench:
         self.results["started_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.results["product"] = {"path": str(PRODUCT), "commit": git_commit(PRODUCT)}
         self.results["bench_commit"] = git_commit(ROOT)
-        log(f"starting a throwaway PostgreSQL ({', '.join(f'{k}={v}' for k, v in SERVER_SETTINGS.items())}; "
-            "fsync, synchronous_commit, full_page_writes off)")
-        self.server = ThrowawayPostgres(settings=SERVER_SETTINGS).start()
+        settings = {**SERVER_SETTINGS, **(UNSAFE_FAST_SETTINGS if args.unsafe_fast else DURABLE_SETTINGS)}
+        self.results["durability"] = "unsafe-fast" if args.unsafe_fast else "durable"
+        log(f"starting a throwaway PostgreSQL ({', '.join(f'{k}={v}' for k, v in settings.items())})")
+        self.server = ThrowawayPostgres(settings=settings).start()
         try:
             with self.admin() as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -805,6 +813,9 @@ def main(argv=None) -> int:
     parser.add_argument("--app-clients", type=int, default=2)
     parser.add_argument("--app-rate", type=float, default=0.25,
                         help="paced scenario: pgbench --rate at this fraction of the saturated rate (default 0.25)")
+    parser.add_argument("--unsafe-fast", action="store_true",
+                        help="fsync, synchronous_commit and full_page_writes off, wal_level minimal (CPU and page "
+                             "cache only; default: durable, as in production)")
     parser.add_argument("--output", type=Path, help="results file (default bench/results/<size>-<date>.json)")
     parser.add_argument("--product", type=Path, default=ROOT,
                         help="the adhoc-gc checkout to measure (default: this one); e.g. a `git archive HEAD` export "
