@@ -615,21 +615,31 @@ class Bench:
             self.build_template()
             m = self.results["measurements"]
             if not args.skip_purge:
-                for archive, key in ((True, "purge_archive"), (False, "purge_no_archive")):
-                    runs = []
-                    for run_no in range(args.repeat):
-                        log(f"{key}: adhoc-gc purge --batch-size {args.batch_size}{'' if archive else ' --no-archive'} "
-                            f"--json on a fresh clone (run {run_no + 1}/{args.repeat})")
-                        runs.append(self.purge_cli(archive, run_no))
-                        log(f"  {runs[-1]['customers_deleted']} stacks in {runs[-1]['seconds']}s "
-                            f"({runs[-1]['stacks_per_s']}/s), runner peak RSS {runs[-1]['runner_peak_rss_mb']} MB")
-                    m[key] = best(runs)
-                runs = []
+                # Round by round (archive on, archive off, floor; the order turned each
+                # round), not each measurement's repeats in a row: this machine's speed drifts
+                # by several percent over minutes, and a drift must not land on one side only.
+                steps = {
+                    "purge_archive": (f"adhoc-gc purge --batch-size {args.batch_size} --json",
+                                      lambda run_no: self.purge_cli(True, run_no)),
+                    "purge_no_archive": (f"adhoc-gc purge --batch-size {args.batch_size} --no-archive --json",
+                                         lambda run_no: self.purge_cli(False, run_no)),
+                    "floor": (f"plain DELETEs by key, {args.batch_size} stacks per transaction",
+                              lambda run_no: self.floor(run_no)),
+                }
+                runs = {key: [] for key in steps}
                 for run_no in range(args.repeat):
-                    log(f"floor: plain DELETEs by key, {args.batch_size} stacks per transaction (run {run_no + 1}/{args.repeat})")
-                    runs.append(self.floor(run_no))
-                    log(f"  {runs[-1]['customers_deleted']} stacks in {runs[-1]['seconds']}s ({runs[-1]['stacks_per_s']}/s)")
-                m["floor"] = best(runs)
+                    keys = list(steps)
+                    keys = keys[run_no % len(keys):] + keys[:run_no % len(keys)]
+                    for key in keys:
+                        what, step = steps[key]
+                        log(f"{key}: {what} on a fresh clone (round {run_no + 1}/{args.repeat})")
+                        result = step(run_no)
+                        runs[key].append(result)
+                        rss = f", runner peak RSS {result['runner_peak_rss_mb']} MB" if "runner_peak_rss_mb" in result else ""
+                        log(f"  {result['customers_deleted']} stacks in {result['seconds']}s "
+                            f"({result['stacks_per_s']}/s){rss}")
+                for key in steps:
+                    m[key] = best(runs[key])
             if not args.skip_naive:
                 runs = []
                 for run_no in range(args.repeat):
@@ -666,7 +676,8 @@ class Bench:
         self.results["total_seconds"] = round(time.monotonic() - started, 1)
         self.results["ratios"] = ratios(self.results["measurements"])
         self.results["timing_policy"] = (
-            f"each timed step runs on its own fresh clone, {args.repeat} time(s) (--repeat): the best run is reported, "
+            f"each timed step runs on its own fresh clone, {args.repeat} time(s) (--repeat), purge, purge --no-archive "
+            "and floor round by round (the order turned each round): the best run is reported, "
             "all are kept under 'runs'; the view counts are best of 2 on one clone; naive is timed on a sample; "
             "--sweep sizes once each")
         return self.results

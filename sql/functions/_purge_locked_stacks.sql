@@ -73,6 +73,8 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- As purge_batch: the archive's grouping stays in memory.
+SET work_mem = '32MB'
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
 #variable_conflict use_column

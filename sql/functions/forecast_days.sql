@@ -17,17 +17,24 @@ BEGIN
             coalesce(p_days::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The eligibility view once, bucketed by day, then joined to the days: a join on the
+    -- time range made the planner read the view once per day (137 s for 30 days at 1M).
     RETURN QUERY
+    WITH "upcoming" AS MATERIALIZED (
+        SELECT date_trunc('day', "e"."eligible_at") AS "day", count(*) AS "stacks"
+        FROM {{ schema|ident }}."eligibility" AS "e"
+        WHERE NOT "e"."eligible"
+          AND "e"."eligible_at" >= date_trunc('day', now())
+          AND "e"."eligible_at" < date_trunc('day', now()) + p_days * interval '1 day'
+        GROUP BY 1
+    )
     SELECT
         "d"."day"::date,
-        count("e"."customer_id"),
-        sum(count("e"."customer_id")) OVER (ORDER BY "d"."day")
+        coalesce("u"."stacks", 0),
+        sum(coalesce("u"."stacks", 0)) OVER (ORDER BY "d"."day")
     FROM generate_series(date_trunc('day', now()), date_trunc('day', now()) + (p_days - 1) * interval '1 day',
                          interval '1 day') AS "d"("day")
-    LEFT JOIN {{ schema|ident }}."eligibility" AS "e"
-        ON NOT "e"."eligible"
-       AND "e"."eligible_at" >= "d"."day" AND "e"."eligible_at" < "d"."day" + interval '1 day'
-    GROUP BY "d"."day"
+    LEFT JOIN "upcoming" AS "u" ON "u"."day" = "d"."day"
     ORDER BY "d"."day";
 END;
 $function$;

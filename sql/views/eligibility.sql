@@ -13,24 +13,38 @@ SELECT
     coalesce("locations"."location_ids", '{}') AS "location_ids",
     coalesce("contacts"."contact_ids", '{}') AS "contact_ids"
 FROM {{ customer.table|table }} AS "c"
-LEFT JOIN (
+-- Per customer, through the foreign-key indexes, one walk over its locations and one over
+-- its contacts, each also asking its blockers: the view reads only ad-hoc customers'
+-- stacks. Grouping the whole locations and contacts tables first (then joining), and a
+-- walk per blocker, took 15.9 s for `WHERE eligible` at 1M (bench/results).
+CROSS JOIN LATERAL (
     SELECT
-        "l".{{ location.customer|ident }} AS "customer_key",
         array_agg("l".{{ location.key|ident }} ORDER BY "l".{{ location.key|ident }}) AS "location_ids",
         max({{ latest('"l"', location.activity) if location.activity else "NULL::timestamptz" }}) AS "last_activity_at"
+{% for blocker in blockers %}{% if blocker.references == "location" %}
+        , bool_or(EXISTS (
+            SELECT 1 FROM {{ blocker.table|table }} AS "blocker"
+            WHERE "blocker".{{ blocker.column|ident }} = "l".{{ location.key|ident }}
+        )) AS "held_{{ loop.index }}"
+{% endif %}{% endfor %}
     FROM {{ location.table|table }} AS "l"
-    GROUP BY "l".{{ location.customer|ident }}
-) AS "locations" ON "locations"."customer_key" = "c".{{ customer.key|ident }}
-LEFT JOIN (
+    WHERE "l".{{ location.customer|ident }} = "c".{{ customer.key|ident }}
+) AS "locations"
+CROSS JOIN LATERAL (
     SELECT
-        "l".{{ location.customer|ident }} AS "customer_key",
         array_agg("ct".{{ contact.key|ident }} ORDER BY "ct".{{ contact.key|ident }}) AS "contact_ids",
         max({{ latest('"ct"', contact.activity) if contact.activity else "NULL::timestamptz" }}) AS "last_activity_at",
         max({{ ('"ct".' ~ (contact.last_login|ident) ~ "::timestamptz") if contact.last_login else "NULL::timestamptz" }}) AS "last_login_at"
+{% for blocker in blockers %}{% if blocker.references == "contact" %}
+        , bool_or(EXISTS (
+            SELECT 1 FROM {{ blocker.table|table }} AS "blocker"
+            WHERE "blocker".{{ blocker.column|ident }} = "ct".{{ contact.key|ident }}
+        )) AS "held_{{ loop.index }}"
+{% endif %}{% endfor %}
     FROM {{ location.table|table }} AS "l"
     JOIN {{ contact.table|table }} AS "ct" ON "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
-    GROUP BY "l".{{ location.customer|ident }}
-) AS "contacts" ON "contacts"."customer_key" = "c".{{ customer.key|ident }}
+    WHERE "l".{{ location.customer|ident }} = "c".{{ customer.key|ident }}
+) AS "contacts"
 CROSS JOIN LATERAL (
     SELECT
         {{ latest('"c"', customer.activity) }} AS "customer_activity_at",
@@ -46,18 +60,9 @@ CROSS JOIN LATERAL (
             WHERE "blocker".{{ blocker.column|ident }} = "c".{{ customer.key|ident }}
         ) THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
 {% elif blocker.references == "location" %}
-        CASE WHEN EXISTS (
-            SELECT 1 FROM {{ location.table|table }} AS "l"
-            JOIN {{ blocker.table|table }} AS "blocker" ON "blocker".{{ blocker.column|ident }} = "l".{{ location.key|ident }}
-            WHERE "l".{{ location.customer|ident }} = "c".{{ customer.key|ident }}
-        ) THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
+        CASE WHEN "locations"."held_{{ loop.index }}" THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
 {% else %}
-        CASE WHEN EXISTS (
-            SELECT 1 FROM {{ location.table|table }} AS "l"
-            JOIN {{ contact.table|table }} AS "ct" ON "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
-            JOIN {{ blocker.table|table }} AS "blocker" ON "blocker".{{ blocker.column|ident }} = "ct".{{ contact.key|ident }}
-            WHERE "l".{{ location.customer|ident }} = "c".{{ customer.key|ident }}
-        ) THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
+        CASE WHEN "contacts"."held_{{ loop.index }}" THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
 {% endif %}
 {% endfor %}
 {% if not blockers %}

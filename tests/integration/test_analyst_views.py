@@ -73,6 +73,23 @@ def test_forecast_days_counts_each_of_the_next_n_days(ref_conn, days):
         assert rows[-1][2] == 5  # all but the blocked one and the one eligible already
 
 
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kathmandu", "Pacific/Chatham", "Australia/Lord_Howe"])
+def test_forecast_days_counts_by_the_day_in_the_session_time_zone(ref_conn, zone):
+    # Stacks a login holds until every ~6 days and 5 hours over the next year: through both
+    # of each zone's daylight-saving changes, at every hour of the day.
+    for hours in range(3, 366 * 24, 149):
+        add_stack(ref_conn, last_login_ago=f"6 months - {hours} hours")
+    ref_conn.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
+    rows = ref_conn.execute("SELECT day, becoming_eligible FROM adhoc_gc.forecast_days(366)").fetchall()
+    today = ref_conn.execute("SELECT now()::date").fetchone()[0]
+    assert [day for day, _ in rows] == [today + dt.timedelta(days=i) for i in range(366)]
+    expected = collections.Counter(day for (day,) in ref_conn.execute(
+        "SELECT eligible_at::date FROM adhoc_gc.eligibility WHERE NOT eligible AND eligible_at IS NOT NULL"))
+    assert {day: n for day, n in rows if n} == {day: n for day, n in expected.items()
+                                                if day < today + dt.timedelta(days=366)}
+    assert sum(n for _, n in rows) >= 58
+
+
 def test_the_forecast_view_is_forecast_days_30(ref_conn):
     _forecast_stacks(ref_conn)
     view = ref_conn.execute("SELECT * FROM adhoc_gc.forecast ORDER BY day")
