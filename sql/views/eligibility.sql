@@ -1,4 +1,4 @@
-{% from "macros/rules.sql" import latest, inactivity, login_window, is_adhoc with context %}
+{% from "macros/rules.sql" import latest, inactivity, login_window, is_adhoc, blocker_exists with context %}
 -- eligibility: one row per ad-hoc customer, saying whether its stack may be deleted now,
 -- what holds it (blocked_by) and when it becomes eligible if nothing changes (eligible_at).
 -- The same rules as the candidates view, stated with aggregates so they can explain.
@@ -22,10 +22,7 @@ CROSS JOIN LATERAL (
         array_agg("l".{{ location.key|ident }} ORDER BY "l".{{ location.key|ident }}) AS "location_ids",
         max({{ latest('"l"', location.activity) if location.activity else "NULL::timestamptz" }}) AS "last_activity_at"
 {% for blocker in blockers %}{% if blocker.references == "location" %}
-        , bool_or(EXISTS (
-            SELECT 1 FROM {{ blocker.table|table }} AS "blocker"
-            WHERE "blocker".{{ blocker.column|ident }} = "l".{{ location.key|ident }}
-        )) AS "held_{{ loop.index }}"
+        , bool_or({{ blocker_exists(blocker, '"l"', location.key) }}) AS "held_{{ loop.index }}"
 {% endif %}{% endfor %}
     FROM {{ location.table|table }} AS "l"
     WHERE "l".{{ location.customer|ident }} = "c".{{ customer.key|ident }}
@@ -36,10 +33,7 @@ CROSS JOIN LATERAL (
         max({{ latest('"ct"', contact.activity) if contact.activity else "NULL::timestamptz" }}) AS "last_activity_at",
         max({{ ('"ct".' ~ (contact.last_login|ident) ~ "::timestamptz") if contact.last_login else "NULL::timestamptz" }}) AS "last_login_at"
 {% for blocker in blockers %}{% if blocker.references == "contact" %}
-        , bool_or(EXISTS (
-            SELECT 1 FROM {{ blocker.table|table }} AS "blocker"
-            WHERE "blocker".{{ blocker.column|ident }} = "ct".{{ contact.key|ident }}
-        )) AS "held_{{ loop.index }}"
+        , bool_or({{ blocker_exists(blocker, '"ct"', contact.key) }}) AS "held_{{ loop.index }}"
 {% endif %}{% endfor %}
     FROM {{ location.table|table }} AS "l"
     JOIN {{ contact.table|table }} AS "ct" ON "ct".{{ contact.location|ident }} = "l".{{ location.key|ident }}
@@ -55,10 +49,7 @@ CROSS JOIN LATERAL (
     SELECT array_remove(ARRAY[
 {% for blocker in blockers %}
 {% if blocker.references == "customer" %}
-        CASE WHEN EXISTS (
-            SELECT 1 FROM {{ blocker.table|table }} AS "blocker"
-            WHERE "blocker".{{ blocker.column|ident }} = "c".{{ customer.key|ident }}
-        ) THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
+        CASE WHEN {{ blocker_exists(blocker, '"c"', customer.key) }} THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
 {% elif blocker.references == "location" %}
         CASE WHEN "locations"."held_{{ loop.index }}" THEN {{ blocker.name|literal }} END{{ "," if not loop.last }}
 {% else %}

@@ -1156,14 +1156,8 @@ CROSS JOIN LATERAL (
     SELECT
         array_agg("l"."id" ORDER BY "l"."id") AS "location_ids",
         max(GREATEST("l"."created_at"::timestamptz, "l"."updated_at"::timestamptz)) AS "last_activity_at"
-        , bool_or(EXISTS (
-            SELECT 1 FROM "public"."cases" AS "blocker"
-            WHERE "blocker"."location_id" = "l"."id"
-        )) AS "held_1"
-        , bool_or(EXISTS (
-            SELECT 1 FROM "public"."devices" AS "blocker"
-            WHERE "blocker"."location_id" = "l"."id"
-        )) AS "held_3"
+        , bool_or(EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."location_id" = "l"."id")) AS "held_1"
+        , bool_or(EXISTS (SELECT 1 FROM "public"."devices" AS "blocker" WHERE "blocker"."location_id" = "l"."id")) AS "held_3"
     FROM "public"."locations" AS "l"
     WHERE "l"."customer_id" = "c"."id"
 ) AS "locations"
@@ -1172,10 +1166,7 @@ CROSS JOIN LATERAL (
         array_agg("ct"."id" ORDER BY "ct"."id") AS "contact_ids",
         max(GREATEST("ct"."created_at"::timestamptz, "ct"."updated_at"::timestamptz)) AS "last_activity_at",
         max("ct"."last_login_at"::timestamptz) AS "last_login_at"
-        , bool_or(EXISTS (
-            SELECT 1 FROM "public"."cases" AS "blocker"
-            WHERE "blocker"."contact_id" = "ct"."id"
-        )) AS "held_2"
+        , bool_or(EXISTS (SELECT 1 FROM "public"."cases" AS "blocker" WHERE "blocker"."contact_id" = "ct"."id")) AS "held_2"
     FROM "public"."locations" AS "l"
     JOIN "public"."contacts" AS "ct" ON "ct"."location_id" = "l"."id"
     WHERE "l"."customer_id" = "c"."id"

@@ -1150,10 +1150,7 @@ CROSS JOIN LATERAL (
     SELECT
         array_agg("l"."standort_nr_zq" ORDER BY "l"."standort_nr_zq") AS "location_ids",
         max(NULL::timestamptz) AS "last_activity_at"
-        , bool_or(EXISTS (
-            SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker"
-            WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq"
-        )) AS "held_2"
+        , bool_or(EXISTS (SELECT 1 FROM "Außen Zone"."Zugang Zq" AS "blocker" WHERE "blocker"."standort_fk_zq" = "l"."standort_nr_zq")) AS "held_2"
     FROM "Außen Zone"."Standort Zq" AS "l"
     WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
 ) AS "locations"
@@ -1162,10 +1159,7 @@ CROSS JOIN LATERAL (
         array_agg("ct"."kontakt_id_zq" ORDER BY "ct"."kontakt_id_zq") AS "contact_ids",
         max(GREATEST("ct"."geändert_zq"::timestamptz, "ct"."erstellt_zq"::timestamptz)) AS "last_activity_at",
         max(NULL::timestamptz) AS "last_login_at"
-        , bool_or(EXISTS (
-            SELECT 1 FROM "public"."geraete_zq" AS "blocker"
-            WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq"
-        )) AS "held_3"
+        , bool_or(EXISTS (SELECT 1 FROM "public"."geraete_zq" AS "blocker" WHERE "blocker"."kontakt_fk_zq" = "ct"."kontakt_id_zq")) AS "held_3"
     FROM "Außen Zone"."Standort Zq" AS "l"
     JOIN "Crm Zone"."kontakte_zq" AS "ct" ON "ct"."standort_ref_zq" = "l"."standort_nr_zq"
     WHERE "l"."kunde_ref_zq" = "c"."kunde_nr_zq"
@@ -1178,10 +1172,7 @@ CROSS JOIN LATERAL (
 ) AS "stack"
 CROSS JOIN LATERAL (
     SELECT array_remove(ARRAY[
-        CASE WHEN EXISTS (
-            SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker"
-            WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq"
-        ) THEN 'Vertrag (offen)' END,
+        CASE WHEN EXISTS (SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker" WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq") THEN 'Vertrag (offen)' END,
         CASE WHEN "locations"."held_2" THEN 'Zugang' END,
         CASE WHEN "contacts"."held_3" THEN 'l''appareil' END
     ]::text[], NULL) AS "held_by"
