@@ -13,6 +13,7 @@ import jinja2
 
 from . import __version__
 from .mapping import Mapping, TableName
+from .purge import MAX_RACE_RETRIES
 from .resources import sql_dir
 
 # Deployed in this order: functions and procedures first (plpgsql bodies are checked at
@@ -71,6 +72,8 @@ def _context(mapping: Mapping) -> dict:
         "policy": mapping.policy,
         "retention": mapping.retention,
         "fingerprint": mapping.fingerprint(),
+        # The procedure takes an undone batch again as often as the runner does.
+        "max_race_retries": MAX_RACE_RETRIES,
         "version": __version__,
     }
 

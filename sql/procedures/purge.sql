@@ -151,9 +151,9 @@ BEGIN
             END;
             -- A concurrent change the batch's snapshot did not see undid it (serialization
             -- failure, or a foreign-key violation): take the same batch again in a new
-            -- transaction, whose snapshot sees the change; as the runner does, 5 times in a row
+            -- transaction, whose snapshot sees the change; as the runner does, {{ max_race_retries|int }} times in a row
             -- at most.
-            IF v_sqlstate IN ('40001', '23503') AND v_races OPERATOR(pg_catalog.<) 5 THEN
+            IF v_sqlstate IN ('40001', '23503') AND v_races OPERATOR(pg_catalog.<) {{ max_race_retries|int }} THEN
                 v_races := v_races OPERATOR(pg_catalog.+) 1;
                 v_retries := v_retries OPERATOR(pg_catalog.+) 1;
                 v_error := NULL;
