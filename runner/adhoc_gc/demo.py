@@ -46,6 +46,7 @@ def run_demo(customers: int, keep: bool) -> int:
     started = time.monotonic()
     print("== starting a throwaway PostgreSQL server", flush=True)
     server = start_throwaway()
+    kept = False  # a failed step still removes the server, even with --keep
     try:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
@@ -82,7 +83,8 @@ def run_demo(customers: int, keep: bool) -> int:
                   f"  psql \"{dsn}\" -c 'SELECT * FROM adhoc_gc.blocked_summary'\n"
                   f"stop and remove it with:\n  {server.stop_command()}")
             server.detach()
+            kept = True
         return 0
     finally:
-        if not keep:
+        if not kept:
             server.stop()

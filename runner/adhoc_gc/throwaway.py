@@ -9,12 +9,16 @@ newest /usr/lib/postgresql/*/bin; without any, `start_throwaway()` falls back to
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from .errors import AdhocGcError
@@ -140,7 +144,8 @@ class ThrowawayPostgres:
     def stop_command(self) -> str:
         """The shell command that stops and removes this server (for `demo --keep`)."""
         prefix = f"runuser -u {self.run_as} -- " if self.run_as else ""
-        return f"{prefix}{self.bindir / 'pg_ctl'} -D {self.datadir} stop && rm -rf {self.root}"
+        pg_ctl, datadir, root = (shlex.quote(str(p)) for p in (self.bindir / "pg_ctl", self.datadir, self.root))
+        return f"{prefix}{pg_ctl} -D {datadir} stop && rm -rf {root}"
 
     def detach(self) -> None:
         """Leave the server running: stop() will no longer touch it."""
@@ -170,28 +175,45 @@ class PgserverPostgres:
         self._server = None
 
     def start(self) -> "PgserverPostgres":
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns, on import, when XDG_RUNTIME_DIR is unset (root, cron, CI):
+            # noise for the user, and pgserver falls back to a folder under /tmp by itself.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            import pgserver
 
-        self._server = pgserver.get_server(self.root / "data", cleanup_mode="delete")
+            self._server = pgserver.get_server(self.root / "data", cleanup_mode="delete")
         return self
 
     def dsn(self, dbname: str = "postgres") -> str:
         return self._server.get_uri(dbname)
 
     def stop_command(self) -> str:
-        return f"python -c \"import pgserver; pgserver.get_server('{self.root / 'data'}', cleanup_mode='delete').cleanup()\""
+        """The shell command that stops and removes this server (for `demo --keep`)."""
+        code = (
+            "import pgserver, shutil; "
+            f"pgserver.get_server({str(self.root / 'data')!r}, cleanup_mode='delete').cleanup(); "
+            f"shutil.rmtree({str(self.root)!r}, ignore_errors=True)"
+        )
+        return f"{shlex.quote(sys.executable)} -W ignore -c {shlex.quote(code)}"
 
     def detach(self) -> None:
+        """Leave the server running. pgserver stops a server when its last handle goes
+        (a list of process ids kept in the data folder), so this process hands its handle
+        back without stopping: the stop command's process is then the last one."""
         import atexit
 
+        self._server.cleanup_mode = None
+        self._server.cleanup()
         atexit.unregister(self._server._cleanup)
         self._server = None
+        self.root = None
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_throwaway(settings: dict[str, str] | None = None):
@@ -199,12 +221,10 @@ def start_throwaway(settings: dict[str, str] | None = None):
     try:
         bindir = find_bindir()
     except ServerUnavailable:
-        try:
-            import pgserver  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("pgserver") is None:
             raise ServerUnavailable(
                 "no PostgreSQL server found: pip install 'adhoc-gc[demo]' (brings pgserver), "
                 f"install PostgreSQL, or set ${BINDIR_ENV}"
-            ) from None
+            )
         return PgserverPostgres().start()
     return ThrowawayPostgres(settings=settings, bindir=bindir).start()

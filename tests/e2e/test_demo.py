@@ -147,3 +147,41 @@ def test_demo_keep_leaves_a_database_to_query(private_tmpdir):
     finally:
         subprocess.run(stop, shell=True, check=True, capture_output=True)
     assert os.listdir(private_tmpdir) == [] and processes_mentioning(private_tmpdir) == []
+
+
+def test_without_server_binaries_the_demo_runs_on_pgserver_and_keep_stops_cleanly(private_tmpdir):
+    """A machine without PostgreSQL's server binaries: `pip install '.[demo]'` brought
+    pgserver, and the demo runs on it. The binaries are hidden from this process only."""
+    import subprocess
+    import sys
+
+    import psycopg
+
+    hide_the_binaries = (
+        "import sys, adhoc_gc.throwaway as t\n"
+        "def none(): raise t.ServerUnavailable('hidden by the test')\n"
+        "t.find_bindir = none\n"
+        "from adhoc_gc.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide_the_binaries, "demo", "--customers", "300", "--keep"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": private_tmpdir},
+    )
+    check_the_tour(result, 300)
+    assert "Warning" not in result.stderr, result.stderr
+    dsn = re.search(r'psql "([^"]+)"', result.stdout).group(1)
+    stop = result.stdout.split("stop and remove it with:\n", 1)[1].strip().splitlines()[0].strip()
+    try:
+        with psycopg.connect(dsn) as conn:
+            assert conn.info.server_version >= 160000  # pgserver's, not the machine's 15
+            assert conn.execute("SELECT count(*) FROM adhoc_gc.runs").fetchone() == (1,)
+    finally:
+        stopped = subprocess.run(stop, shell=True, capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0 and stopped.stderr == "", stopped.stderr
+    # Only pgserver's lock folder stays (platformdirs' runtime-<uid> when XDG_RUNTIME_DIR is
+    # unset), shared by every pgserver server of this user.
+    left = [name for name in os.listdir(private_tmpdir) if name != f"runtime-{os.getuid()}"]
+    assert left == [], left
+    assert processes_mentioning(private_tmpdir) == []
