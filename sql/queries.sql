@@ -400,9 +400,6 @@ GROUP BY "status"
 ORDER BY "status"
 
 -- uninstall
--- name: uninstall_schema_exists
-SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE "nspname" = %(schema)s)
-
 -- name: uninstall_present
 -- Which of the package's objects exist in its schema, and their kind: 'v' view, 'r' table,
 -- 'f' function, 'p' procedure.
@@ -480,6 +477,15 @@ ORDER BY "dependent", "depends_on"
 
 -- name: uninstall_kept_rows
 SELECT (SELECT count(*) FROM {{ schema|ident }}."runs"), (SELECT count(*) FROM {{ schema|ident }}."purged")
+
+-- name: uninstall_forget_migrations
+-- With --drop-data, where yoyo's tables also record migrations that are not the package's
+-- (it was deployed into a schema whose yoyo tables another project uses): those tables
+-- stay, and only the package's own migrations are taken out of them.
+DELETE FROM {{ schema|ident }}."_yoyo_migration" WHERE "migration_id" = ANY (%(migrations)s::text[])
+
+-- name: uninstall_forget_migration_log
+DELETE FROM {{ schema|ident }}."_yoyo_log" WHERE "migration_id" = ANY (%(migrations)s::text[])
 
 -- name: uninstall_drop_schema
 -- Without CASCADE: a schema still holding anything (a user's object) stays.

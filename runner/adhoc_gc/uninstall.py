@@ -6,7 +6,11 @@
 2. Unschedule the pg_cron jobs of this schema, when pg_cron is loaded and created.
 3. In one transaction: drop the views (each before the views it reads), the procedure and
    the functions, all without CASCADE; with `drop_data` also the tables (runs, purged,
-   yoyo's bookkeeping) and then the schema, if nothing else is left in it.
+   yoyo's bookkeeping, unless it records another project's migrations too: then only the
+   package's rows leave it) and then the schema, if nothing else is left in it.
+
+Only where yoyo recorded the package's migrations in the schema is the package deployed
+there: elsewhere uninstall drops nothing, even objects that share the package's names.
 
 Without `drop_data` the tables stay with their rows; `deploy` installs on top of them again.
 The application's tables are never touched: only objects named by the package, in its schema.
@@ -19,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from .db import connect, one_line
-from .deploy import YOYO_MIGRATION_TABLE
+from .deploy import YOYO_MIGRATION_TABLE, migration_files
 from .errors import ConfigError, RunFailed
 from .mapping import Mapping
 from .render import object_paths, render_template
@@ -48,15 +52,25 @@ def uninstall(dsn: str, mapping: Mapping, queries: dict[str, str], *, drop_data:
     objects = package_objects()
     views = [name for kind, name in objects if kind == "views"]
     routines = [name for kind, name in objects if kind != "views"]
+    ours = [path.stem for path in migration_files()]
     with connect(dsn) as conn:
-        schema_exists = conn.execute(queries["uninstall_schema_exists"], {"schema": mapping.schema}).fetchone()[0]
+        applied: set[str] = set()
+        if conn.execute(queries["yoyo_migration_table_exists"], {"schema": mapping.schema}).fetchone()[0]:
+            applied = {row[0] for row in conn.execute(queries["applied_migrations"])}
+        # Deployed here = yoyo recorded one of the package's migrations in this schema. Objects
+        # that merely share the package's names (a `runs` table, a `restore` function of the
+        # application's own) are not the package's, and are never dropped.
+        deployed = bool(applied & set(ours))
+        # yoyo's tables are shared when they record another project's migrations too.
+        shared_yoyo = bool(applied - set(ours))
+        own_tables = DATA_TABLES + (() if shared_yoyo else YOYO_TABLES)
         present = dict(conn.execute(queries["uninstall_present"], {
             "schema": mapping.schema, "relations": views + list(PACKAGE_TABLES), "routines": routines,
-        }).fetchall())
+        }).fetchall()) if deployed else {}
         conn.commit()
         drop_objects = [(kind, name) for kind, name in objects if name in present]
-        drop_tables = tuple(t for t in PACKAGE_TABLES if present.get(t) == "r") if drop_data else ()
-        kept_tables = tuple(t for t in PACKAGE_TABLES if present.get(t) == "r") if not drop_data else ()
+        drop_tables = tuple(t for t in own_tables if present.get(t) == "r") if drop_data else ()
+        kept_tables = tuple(t for t in own_tables if present.get(t) == "r") if not drop_data else ()
 
         # 1. Refuse while a user's object depends on what is dropped, or a purge runs.
         dependents = conn.execute(queries["uninstall_dependents"], {
@@ -96,7 +110,10 @@ def uninstall(dsn: str, mapping: Mapping, queries: dict[str, str], *, drop_data:
             with conn.transaction():
                 if drop_objects or drop_tables:
                     conn.execute(render_uninstall_sql(mapping, drop_objects, drop_tables))
-                if drop_data and schema_exists:
+                if drop_data and deployed and shared_yoyo:
+                    conn.execute(queries["uninstall_forget_migrations"], {"migrations": ours})
+                    conn.execute(queries["uninstall_forget_migration_log"], {"migrations": ours})
+                if drop_data and deployed:
                     if mapping.schema == "public":
                         schema_kept_because = "it is the public schema"
                     else:
@@ -117,7 +134,7 @@ def uninstall(dsn: str, mapping: Mapping, queries: dict[str, str], *, drop_data:
     return {
         "schema": mapping.schema,
         "database": cron.target_database,
-        "installed": schema_exists,
+        "installed": deployed,
         "pg_cron": "loaded" if cron.preloaded and cron.installed else (
             "extension not created" if cron.preloaded else "not loaded"),
         "cron_jobs_removed": removed_jobs,

@@ -179,6 +179,72 @@ def test_a_schema_holding_a_users_object_is_kept(ref_db):
         assert conn.execute("SELECT note FROM adhoc_gc.my_notes").fetchall() == [("mine",)]
 
 
+def test_where_never_deployed_the_applications_own_objects_of_the_same_names_stay(app_db, tmp_path):
+    """The application has its own `runs`, `purged`, `candidates`, `restore` and `purge` in
+    public, and in a schema of its own: uninstall of a package that was never deployed there
+    must not take them for the package's."""
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        for schema in ("public", "app2"):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute(f"CREATE TABLE {schema}.runs (id int PRIMARY KEY, note text)")
+            conn.execute(f"INSERT INTO {schema}.runs VALUES (1, 'precious')")
+            conn.execute(f"CREATE TABLE {schema}.purged (id int)")
+            conn.execute(f"INSERT INTO {schema}.purged VALUES (7)")
+            conn.execute(f"CREATE VIEW {schema}.candidates AS SELECT id FROM {schema}.runs")
+            conn.execute(f"CREATE FUNCTION {schema}.restore(bigint, text) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+            conn.execute(f"CREATE PROCEDURE {schema}.purge() LANGUAGE sql AS 'SELECT 1'")
+    before = schema_dump(app_db)
+    for schema in ("public", "app2"):
+        config = tmp_path / f"{schema}.toml"
+        config.write_text(f'[database]\nschema = "{schema}"\n')
+        for drop_data in ((), ("--drop-data",)):
+            result = cli("uninstall", *drop_data, "--config", str(config), "--dsn", app_db)
+            assert f"adhoc-gc is not installed in schema {schema!r}" in result.stdout, result.stdout
+            assert "dropped" not in result.stdout and "kept tables" not in result.stdout, result.stdout
+    assert schema_dump(app_db) == before
+    with psycopg.connect(app_db) as conn:
+        for schema in ("public", "app2"):
+            assert conn.execute(f"SELECT note FROM {schema}.runs").fetchall() == [("precious",)]
+            assert conn.execute(f"SELECT id FROM {schema}.purged").fetchall() == [(7,)]
+
+
+def test_yoyo_tables_that_another_project_records_in_stay_with_its_rows(app_db, tmp_path):
+    """Deployed into a schema where the application keeps its own yoyo migrations: --drop-data
+    takes only the package's migrations out of yoyo's tables, and deploy installs again."""
+    from yoyo import read_migrations
+
+    from adhoc_gc.deploy import _yoyo_backend
+
+    theirs = tmp_path / "their_migrations"
+    theirs.mkdir()
+    (theirs / "0001_app_settings.sql").write_text("CREATE TABLE app_settings (key text PRIMARY KEY);\n")
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA shared")
+    backend = _yoyo_backend(app_db, "shared")
+    try:
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(read_migrations(str(theirs))))
+    finally:
+        backend.connection.close()
+    config = tmp_path / "shared.toml"
+    config.write_text('[database]\nschema = "shared"\n')
+    cli("deploy", "--config", str(config), "--dsn", app_db)
+
+    result = cli("uninstall", "--drop-data", "--config", str(config), "--dsn", app_db)
+
+    assert "dropped tables: runs, purged" in result.stdout, result.stdout
+    assert "kept schema 'shared': it still holds" in result.stdout, result.stdout
+    tables = sorted(name for name, kind in package_catalog(app_db, "shared") if kind == "r")
+    assert tables == ["_yoyo_log", "_yoyo_migration", "_yoyo_version", "app_settings", "yoyo_lock"], tables
+    with psycopg.connect(app_db) as conn:
+        recorded = conn.execute("SELECT migration_id FROM shared._yoyo_migration").fetchall()
+        logged = conn.execute("SELECT DISTINCT migration_id FROM shared._yoyo_log").fetchall()
+    assert recorded == [("0001_app_settings",)] and logged == [("0001_app_settings",)]
+
+    again = cli("deploy", "--config", str(config), "--dsn", app_db)
+    assert "migrations applied: adhoc_gc_0001" in again.stdout, again.stdout
+
+
 # --- what stops it --------------------------------------------------------------------------
 
 USER_OBJECTS = [

@@ -467,6 +467,15 @@ ORDER BY "dependent", "depends_on"
 -- Without CASCADE: a schema still holding anything (a user's object) stays.
 DROP SCHEMA "adhoc_gc"
 
+-- name: uninstall_forget_migration_log
+DELETE FROM "adhoc_gc"."_yoyo_log" WHERE "migration_id" = ANY (%(migrations)s::text[])
+
+-- name: uninstall_forget_migrations
+-- With --drop-data, where yoyo's tables also record migrations that are not the package's
+-- (it was deployed into a schema whose yoyo tables another project uses): those tables
+-- stay, and only the package's own migrations are taken out of them.
+DELETE FROM "adhoc_gc"."_yoyo_migration" WHERE "migration_id" = ANY (%(migrations)s::text[])
+
 -- name: uninstall_kept_rows
 SELECT (SELECT count(*) FROM "adhoc_gc"."runs"), (SELECT count(*) FROM "adhoc_gc"."purged")
 
@@ -482,9 +491,6 @@ SELECT "p"."proname"::text, "p"."prokind"::text
 FROM pg_catalog.pg_proc AS "p"
 JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "p"."pronamespace"
 WHERE "n"."nspname" = %(schema)s AND "p"."proname" = ANY (%(routines)s::text[])
-
--- name: uninstall_schema_exists
-SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE "nspname" = %(schema)s)
 
 -- name: unmapped_foreign_keys
 -- Run by deploy before anything is written (purges call _unmapped_foreign_keys()).
