@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import re
 import sys
@@ -34,43 +35,72 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
 
 
+# Upper bounds that keep every number inside what the SQL it reaches accepts (integer
+# batch sizes and counts, bigint run ids, intervals), so a huge value is a usage error
+# here, not a database error halfway through.
+MAX_INT = 2_147_483_647
+MAX_BIGINT = 9_223_372_036_854_775_807
+MAX_SECONDS = 1_000_000 * 3600  # a million hours
+
+
 def _duration(text: str) -> float:
     """'90', '90s', '15m', '2h' -> seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m or 2h")
     factor = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[match.group(2)]
-    return float(match.group(1)) * factor
+    seconds = float(match.group(1)) * factor
+    if not seconds <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than a million hours")
+    return seconds
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, least: int, most: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {least}")
+    if value > most:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {most}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1, MAX_INT)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0, MAX_INT)
+
+
+def _run_id(text: str) -> int:
+    return _whole_number(text, 1, MAX_BIGINT)
+
+
+def _seconds(text: str, least_exclusive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    if least_exclusive and not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than a million hours")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
+    return _seconds(text, least_exclusive=True)
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
+    return _seconds(text, least_exclusive=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects-only", action="store_true", help="only the views and functions, not schema and tables")
 
     p = sub.add_parser("plan", parents=[common], help="what a purge would delete now, and what holds the rest (read only)")
-    p.add_argument("--sample", type=int, default=10, metavar="N", help="how many candidates to list (default 10)")
+    p.add_argument("--sample", type=_non_negative_int, default=10, metavar="N", help="how many candidates to list (default 10)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("purge", parents=[common], help="delete eligible stacks in batches, recording the run")
@@ -118,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("restore", parents=[common], help="put archived stacks back with their original keys")
-    p.add_argument("--run", type=_positive_int, metavar="RUN_ID", help="every stack that run deleted")
+    p.add_argument("--run", type=_run_id, metavar="RUN_ID", help="every stack that run deleted")
     p.add_argument("--customer", metavar="CUSTOMER_KEY", help="the stack of this customer")
     p.add_argument("--json", action="store_true")
 
@@ -560,6 +590,8 @@ def cmd_doctor(args) -> int:
 def cmd_report(args) -> int:
     from .report import build_report, format_csv, format_html, format_text
 
+    if args.html is not None and not args.html.strip():
+        raise ConfigError("--html needs a file name, or - for stdout")
     mapping, dsn, queries = _setup(args)
     report = build_report(dsn, mapping, queries)
     if args.json:
@@ -568,7 +600,7 @@ def cmd_report(args) -> int:
         sys.stdout.write(format_csv(report))
     elif args.html == "-":
         sys.stdout.write(format_html(report))
-    elif args.html:
+    elif args.html is not None:
         try:
             with open(args.html, "w", encoding="utf-8") as page:
                 page.write(format_html(report))

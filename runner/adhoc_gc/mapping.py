@@ -202,19 +202,27 @@ _INTERVAL_RE = re.compile(rf"^\s*{_INTERVAL_PART}(\s+{_INTERVAL_PART})*\s*$", re
 
 def find_config_path(explicit: str | None) -> Path | None:
     """--config, else $ADHOC_GC_CONFIG, else ./adhoc-gc.toml, else None (built-in defaults)."""
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {explicit}")
-        return path
+    if explicit is not None:
+        if not explicit.strip():
+            raise ConfigError("--config needs a file name")
+        return _config_file(Path(explicit), explicit)
     from_env = os.environ.get(CONFIG_ENV)
     if from_env:
-        path = Path(from_env)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {from_env} (from ${CONFIG_ENV})")
-        return path
+        return _config_file(Path(from_env), f"{from_env} (from ${CONFIG_ENV})")
     local = Path(DEFAULT_CONFIG_FILE)
-    return local if local.is_file() else None
+    if local.exists() or local.is_symlink():
+        # Found but not readable as a file: silently taking the built-in defaults instead
+        # would point the purge at tables the user did not name.
+        return _config_file(local, f"./{DEFAULT_CONFIG_FILE}")
+    return None
+
+
+def _config_file(path: Path, shown: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"config file is a directory: {shown}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {shown}")
+    return path
 
 
 def load_mapping(explicit_path: str | None = None) -> Mapping:

@@ -84,9 +84,14 @@ def schedule(dsn: str, mapping: Mapping, queries: dict[str, str], *, cron: str, 
         prune_command = None
         if prune_history:
             try:
-                prune_command = conn.execute(queries["cron_prune_command"], {"keep": prune_history}).fetchone()[0]
+                with conn.transaction():
+                    positive = conn.execute(queries["interval_is_positive"], {"value": prune_history}).fetchone()[0]
+                    prune_command = conn.execute(queries["cron_prune_command"], {"keep": prune_history}).fetchone()[0]
             except psycopg.errors.DataError:
                 raise ConfigError(f"--prune-cron-history: {prune_history!r} is not an interval") from None
+            if not positive:
+                # A zero or negative age would delete the whole history every day.
+                raise ConfigError(f"--prune-cron-history: {prune_history!r} must be longer than zero")
     name = job_name or default_job_name(place.target_database, mapping)
     with connect(place.dsn) as cron_conn:
         try:

@@ -546,12 +546,33 @@ def test_config_precedence_flag_then_env_then_cwd(ref_db, tmp_path):
     (["plan", "--sample", "abc"], "--sample"),
     (["runs", "--limit", "0"], "--limit"),
     (["demo", "--customers", "0"], "--customers"),
+    # Numbers past what the SQL takes are usage errors, not database errors mid-run.
+    (["purge", "--sleep", "nan"], "--sleep"),
+    (["purge", "--sleep", "inf"], "--sleep"),
+    (["purge", "--target-batch-seconds", "1e400"], "--target-batch-seconds"),
+    (["purge", "--batch-size", "2147483648"], "at most 2147483647"),
+    (["purge", "--max-batches", "2147483648"], "--max-batches"),
+    (["purge", "--max-runtime", "99999999999h"], "--max-runtime"),
+    (["schedule", "--cron", "30 3 * * *", "--max-runtime", "99999999999h"], "--max-runtime"),
+    (["schedule", "--cron", "30 3 * * *", "--batch-size", "2147483648"], "--batch-size"),
+    (["plan", "--sample", "-1"], "--sample"),
+    (["plan", "--sample", "99999999999999999999"], "--sample"),
+    (["runs", "--limit", "99999999999999999999"], "--limit"),
+    (["restore", "--run", "99999999999999999999"], "--run"),
+    (["report", "--html", ""], "--html needs a file name"),
+    (["plan", "--config", ""], "--config needs a file name"),
 ])
 def test_bad_usage_is_exit_2_on_one_line(args, expected):
     result = cli(*args, "--dsn", UNREACHABLE_DSN, code=2) if args and args[0] not in ("demo", "frobnicate") \
         else cli(*args, code=2)
     assert expected in result.stderr
     assert result.stdout == ""
+
+
+def test_a_local_config_that_is_not_a_file_is_exit_2_not_the_defaults(tmp_path):
+    (tmp_path / "adhoc-gc.toml").mkdir()
+    result = cli("plan", "--dsn", UNREACHABLE_DSN, code=2, cwd=str(tmp_path))
+    assert "config file is a directory: ./adhoc-gc.toml" in result.stderr
 
 
 def test_help_and_version():

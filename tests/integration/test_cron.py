@@ -215,6 +215,16 @@ def test_unschedule_removes_the_job_and_its_history_pruning_job(cron_db, cron_se
                          (list(_job_names(dbname)),))
 
 
+@pytest.mark.parametrize("keep", ["-14 days", "0 days", "14 dayz"])
+def test_a_history_age_that_is_not_longer_than_zero_schedules_nothing(cron_db, cron_server, keep):
+    """'-14 days' would have the pruning job delete the whole history every day."""
+    dbname = psycopg.conninfo.conninfo_to_dict(cron_db)["dbname"]
+    result = run_cli("schedule", "--dsn", cron_db, "--cron", "0 3 * * *", "--prune-cron-history", keep)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("adhoc-gc: error: --prune-cron-history: ") and len(result.stderr.splitlines()) == 1
+    assert _jobs(cron_server, dbname) == {}
+
+
 def test_schedule_says_when_the_extension_is_missing(cron_server, fresh_db):
     with psycopg.connect(cron_server.dsn(), autocommit=True) as conn:
         conn.execute("DROP EXTENSION pg_cron")

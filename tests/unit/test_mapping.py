@@ -633,7 +633,7 @@ def test_missing_config_from_env(tmp_path, monkeypatch):
 
 
 def test_a_directory_is_not_a_config_file(tmp_path):
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match="config file is a directory"):
         load_mapping(str(tmp_path))
 
 
