@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 from typing import Any, Sequence
@@ -18,12 +19,13 @@ import psycopg
 
 from . import __version__
 from .db import connect, one_line
-from .errors import EXIT_FAILURE, EXIT_OK, AdhocGcError, ConfigError, RunFailed
+from .errors import EXIT_FAILURE, EXIT_OK, AdhocGcError, ConfigError, RunFailed, Terminated
 from .mapping import Mapping, load_mapping, resolve_dsn
 from .progress import TerminalLine
 from .progress import choose as choose_progress
 from .purge import PurgeOptions, run_purge
 from .render import render_queries
+from .streams import GuardedStream
 
 DEBUG_ENV = "ADHOC_GC_DEBUG"
 
@@ -200,8 +202,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if isinstance(sys.stdout, GuardedStream):  # the demo runs the other commands through main
+        return _main(argv)
+    out, err = GuardedStream(sys.stdout), GuardedStream(sys.stderr)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    previous_sigterm = _on_sigterm_raise_terminated()
     try:
-        args = build_parser().parse_args(argv)
+        code = _main(argv)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        out.flush()
+        err.flush()
+        sys.stdout, sys.stderr = saved
+    # A reader that stopped reading (`| head`) is not a failure: the command's own code
+    # stands. Output that could not be written anywhere else is.
+    failure = out.failure if not out.broken_pipe else None
+    if failure is not None or out.lost:
+        reason = failure.strerror or str(failure) if failure is not None else "standard output is closed"
+        err.write(f"adhoc-gc: error: cannot write the output: {reason}\n")
+        err.flush()
+        return code if code != EXIT_OK else EXIT_FAILURE
+    return code
+
+
+def _on_sigterm_raise_terminated():
+    """The previous SIGTERM handler, or None where none can be set (not the main thread)."""
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, terminated)
+    except ValueError:
+        return None
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        for argument in arguments:
+            try:
+                argument.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"an argument is not valid UTF-8: {argument!r}") from None
+        args = build_parser().parse_args(arguments)
         return COMMANDS[args.command](args)
     except AdhocGcError as exc:
         print(f"adhoc-gc: error: {exc}", file=sys.stderr)
@@ -209,8 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except psycopg.Error as exc:
         print(f"adhoc-gc: error: database error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("adhoc-gc: error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"adhoc-gc: error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, traceback on request
         if os.environ.get(DEBUG_ENV):

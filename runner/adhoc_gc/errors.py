@@ -48,3 +48,12 @@ class DoctorFoundProblems(AdhocGcError):
     """`adhoc-gc doctor` found problems; it printed each with its fix before this error line."""
 
     exit_code = EXIT_DOCTOR_FOUND_PROBLEMS
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping the runner, `kill`): handled as Ctrl-C is, so a
+    purge records its run `failed` and a demo removes its server, instead of dying
+    mid-command. A KeyboardInterrupt so that psycopg cancels a running query for it too."""
+
+    def __str__(self) -> str:
+        return "terminated"

@@ -16,9 +16,9 @@ LOG_INTERVAL_SECONDS = 5.0  # between progress log lines when not on a terminal
 class TerminalLine:
     """One self-rewriting line: batches, stacks deleted, rate, batch size, ETA, what it waits for."""
 
-    def __init__(self, total: int | None, stream: TextIO = sys.stderr):
+    def __init__(self, total: int | None, stream: TextIO | None = None):
         self.total = total
-        self.stream = stream
+        self.stream = stream or sys.stderr
 
     def started(self, run_id: int) -> None:
         pass
@@ -45,9 +45,9 @@ class LogLines:
     LOG_INTERVAL_SECONDS while deleting (and whenever the run waits or retries), at the end.
     `json` writes one JSON object a line."""
 
-    def __init__(self, log_format: str, stream: TextIO = sys.stderr, interval: float = LOG_INTERVAL_SECONDS):
+    def __init__(self, log_format: str, stream: TextIO | None = None, interval: float = LOG_INTERVAL_SECONDS):
         self.json = log_format == "json"
-        self.stream = stream
+        self.stream = stream or sys.stderr
         self.interval = interval
         self.last = 0.0
         self.last_note: str | None = None
@@ -90,8 +90,9 @@ def _fields(p: PurgeProgress) -> dict:
             "note": p.note}
 
 
-def choose(quiet: bool, log_format: str | None, stream: TextIO = sys.stderr):
+def choose(quiet: bool, log_format: str | None, stream: TextIO | None = None):
     """None (quiet), a live line (a terminal, no --log-format), or log lines."""
+    stream = stream or sys.stderr
     if quiet:
         return None
     if log_format is None and stream.isatty():

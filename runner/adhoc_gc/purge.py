@@ -14,7 +14,7 @@ from typing import Callable
 import psycopg
 
 from .db import one_line
-from .errors import ConfigError, PurgeRefused, PurgeSkipped, RunFailed
+from .errors import ConfigError, PurgeRefused, PurgeSkipped, RunFailed, Terminated
 from .mapping import Mapping
 
 
@@ -231,8 +231,8 @@ def _run_locked(
                 on_batch(progress)
             if options.sleep:
                 time.sleep(options.sleep)
-    except KeyboardInterrupt:
-        _finish(conn, queries, progress, "failed", "interrupted")
+    except KeyboardInterrupt as exc:
+        _finish(conn, queries, progress, "failed", str(exc) if isinstance(exc, Terminated) else "interrupted")
         raise
     except ConfigError as exc:
         _finish(conn, queries, progress, "failed", str(exc))

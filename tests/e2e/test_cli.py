@@ -367,7 +367,9 @@ def test_purge_with_max_runtime_and_sleep(ref_db, ref_conn):
     assert 1 <= result["batches"] < 3
 
 
-def test_interrupted_purge_is_recorded_and_reported_on_one_line(ref_db, ref_conn):
+@pytest.mark.parametrize("signum, said", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")],
+                         ids=["SIGINT", "SIGTERM"])
+def test_interrupted_purge_is_recorded_and_reported_on_one_line(ref_db, ref_conn, signum, said):
     for _ in range(4):
         add_stack(ref_conn, age="30 days")
     process = subprocess.Popen(
@@ -384,19 +386,64 @@ def test_interrupted_purge_is_recorded_and_reported_on_one_line(ref_db, ref_conn
         else:
             pytest.fail("the purge did not finish a batch")
         time.sleep(0.3)  # into the pause between batches
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 1, (stdout, stderr)
     assert "Traceback" not in stderr
-    assert_one_error_line(stderr)
-    assert "interrupted" in stderr
+    assert assert_one_error_line(stderr) == f"adhoc-gc: error: {said}"
     status, error, batches = ref_conn.execute(
         "SELECT status, error, batches FROM adhoc_gc.runs ORDER BY id DESC LIMIT 1").fetchone()
-    assert (status, error) == ("failed", "interrupted")
+    assert (status, error) == ("failed", said)
     assert batches >= 1
+
+
+# --- where the output goes ------------------------------------------------------------------
+
+def shell(command: str, **env: str) -> subprocess.CompletedProcess:
+    """`command` in bash, `adhoc-gc` being this Python's CLI; its exit code is the CLI's."""
+    adhoc_gc = f"{sys.executable} -m adhoc_gc"
+    return subprocess.run(["bash", "-c", command.replace("adhoc-gc", adhoc_gc) + "; exit ${PIPESTATUS[0]}"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **env})
+
+
+def test_a_reader_that_stops_reading_is_not_a_failure(ref_db, ref_conn):
+    """`| head` closes the pipe: the purge still deletes, records its run and exits 0."""
+    gone = [add_stack(ref_conn, age="30 days") for _ in range(3)]
+    purged = shell(f"adhoc-gc purge --batch-size 1 --json --dsn '{ref_db}' | head -c 0")
+    assert (purged.returncode, purged.stderr) == (0, ""), purged.stderr
+    assert not any(stack_exists(ref_conn, customer) for customer in gone)
+    assert ref_conn.execute("SELECT status FROM adhoc_gc.runs").fetchall() == [("succeeded",)]
+    for command in ("runs", "plan", "report", "render", "doctor --json"):
+        listed = shell(f"adhoc-gc {command} --dsn '{ref_db}' | head -c 1")
+        assert listed.returncode in (0, 4) and listed.stderr == "", (command, listed.stderr)
+
+
+def test_output_that_cannot_be_written_is_exit_1_on_one_line(ref_db):
+    for redirect, reason in [("> /dev/full", "No space left on device"), (">&-", "standard output is closed")]:
+        result = shell(f"adhoc-gc runs --dsn '{ref_db}' {redirect}")
+        assert result.returncode == 1, result.stderr
+        assert assert_one_error_line(result.stderr) == f"adhoc-gc: error: cannot write the output: {reason}"
+
+
+def test_a_closed_or_broken_stderr_does_not_stop_a_purge(ref_db, ref_conn):
+    for redirect in ("2>&-", "--log-format json 2>&1 | head -1 >/dev/null"):
+        gone = [add_stack(ref_conn, age="30 days") for _ in range(3)]
+        result = shell(f"adhoc-gc purge --batch-size 1 --sleep 0.2 --dsn '{ref_db}' {redirect}")
+        assert result.returncode == 0, (redirect, result.stdout, result.stderr)
+        assert not any(stack_exists(ref_conn, customer) for customer in gone), redirect
+        assert ref_conn.execute("SELECT status FROM adhoc_gc.runs ORDER BY id DESC LIMIT 1").fetchone() == ("succeeded",)
+
+
+def test_an_output_encoding_without_the_reports_characters_still_prints_it(ref_db, ref_conn):
+    add_stack(ref_conn, age="3 days")
+    for command in ("report", "report --html -", "plan", "doctor"):
+        result = shell(f"adhoc-gc {command} --dsn '{ref_db}'", PYTHONIOENCODING="ascii")
+        assert result.returncode in (0, 4) and "error" not in result.stderr, (command, result.stderr)
+        assert result.stdout.strip(), command
 
 
 # --- explain ---------------------------------------------------------------------------------
@@ -561,6 +608,7 @@ def test_config_precedence_flag_then_env_then_cwd(ref_db, tmp_path):
     (["restore", "--run", "99999999999999999999"], "--run"),
     (["report", "--html", ""], "--html needs a file name"),
     (["plan", "--config", ""], "--config needs a file name"),
+    (["explain", "\udcff"], "not valid UTF-8"),  # the byte 0xff, as a shell passes it
 ])
 def test_bad_usage_is_exit_2_on_one_line(args, expected):
     result = cli(*args, "--dsn", UNREACHABLE_DSN, code=2) if args and args[0] not in ("demo", "frobnicate") \

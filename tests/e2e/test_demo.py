@@ -185,3 +185,31 @@ def test_without_server_binaries_the_demo_runs_on_pgserver_and_keep_stops_cleanl
     left = [name for name in os.listdir(private_tmpdir) if name != f"runtime-{os.getuid()}"]
     assert left == [], left
     assert processes_mentioning(private_tmpdir) == []
+
+
+def test_a_terminated_demo_removes_its_server(private_tmpdir):
+    """SIGTERM (a CI job cancelled, `kill`) while the demo loads its data: like Ctrl-C, it
+    removes the server it started."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "adhoc_gc", "demo", "--customers", "3000000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               text=True, env={**os.environ, "TMPDIR": private_tmpdir})
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_mentioning(private_tmpdir + "/adhoc-gc-pg") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_mentioning(private_tmpdir + "/adhoc-gc-pg"), "the demo's server did not start"
+        time.sleep(2)  # into the data load
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, (stdout, stderr)
+    assert stderr.strip().splitlines()[-1] == "adhoc-gc: error: terminated", stderr
+    assert "Traceback" not in stderr
+    assert processes_mentioning(private_tmpdir) == []
+    assert os.listdir(private_tmpdir) == [], os.listdir(private_tmpdir)
