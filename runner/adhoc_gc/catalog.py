@@ -12,6 +12,7 @@ import psycopg
 
 from .errors import ConfigError
 from .mapping import Mapping, TableName
+from .render import quote_ident, quote_table
 
 KEY_TYPE_GROUPS = {
     "int2": "integer", "int4": "integer", "int8": "integer",
@@ -156,31 +157,55 @@ def mapping_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[s
             continue
         if not positive:
             problems.append(f"{key}: {value!r} must be longer than zero")
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(queries["interval_fits_timestamps"], {"value": value})
+        except psycopg.errors.DataError:
+            problems.append(f"{key}: {value!r} is too long: now() minus it is outside PostgreSQL's timestamps")
     return problems
 
 
 @dataclass(frozen=True)
 class RoleProblem:
-    """A [roles] entry naming a role that does not exist (table None), or the owner lacking
-    privileges on a table."""
+    """A [roles] entry naming a role that does not exist, or the owner lacking USAGE on a
+    mapped table's schema (`schema`) or privileges on a mapped table (`table`)."""
 
     key: str  # owner, operator or analyst
     role: str
     table: TableName | None = None
     missing: tuple[str, ...] = ()
+    schema: str | None = None
+
+    @property
+    def role_missing(self) -> bool:
+        return self.table is None and self.schema is None
+
+    @property
+    def what(self) -> str:
+        if self.schema is not None:
+            return f"role {self.role!r} lacks USAGE on schema {self.schema!r}"
+        if self.table is None:
+            return f"role {self.role!r} does not exist"
+        return f"role {self.role!r} lacks {', '.join(self.missing)} on {self.table}"
+
+    @property
+    def fix(self) -> str:
+        role = quote_ident(self.role)
+        if self.schema is not None:
+            return f"GRANT USAGE ON SCHEMA {quote_ident(self.schema)} TO {role};"
+        if self.table is None:
+            return f"CREATE ROLE {role} NOLOGIN;"
+        return f"GRANT {', '.join(self.missing)} ON {quote_table(self.table)} TO {role};"
 
     def __str__(self) -> str:
-        if self.table is None:
-            return f"[roles].{self.key}: role {self.role!r} does not exist (CREATE ROLE \"{self.role}\" NOLOGIN)"
-        privileges = ", ".join(self.missing)
-        return (f"[roles].{self.key}: role {self.role!r} lacks {privileges} on {self.table} "
-                f"(GRANT {privileges} ON {self.table} TO \"{self.role}\")")
+        return f"[roles].{self.key}: {self.what} ({self.fix.rstrip(';')})"
 
 
 def role_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> list[RoleProblem]:
     """[roles] must exist; the owner, whose privileges the deleting functions use, must be
-    able to read every mapped table, and lock (UPDATE: SELECT ... FOR UPDATE needs it),
-    delete from and restore into (INSERT) the stack's tables."""
+    able to reach every mapped table's schema and read every mapped table, and lock (UPDATE:
+    SELECT ... FOR UPDATE needs it), delete from and restore into (INSERT) the stack's tables."""
     problems: list[RoleProblem] = []
     roles = mapping.roles
     for key in ("owner", "operator", "analyst"):
@@ -191,7 +216,16 @@ def role_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[str,
                 return problems
     if not roles.owner:
         return problems
-    for table, privileges in owner_privileges(mapping).items():
+    needs = owner_privileges(mapping)
+    for schema in sorted({table.schema for table in needs}):
+        try:
+            with conn.transaction():
+                usage = conn.execute(queries["role_schema_usage"], {"role": roles.owner, "schema": schema}).fetchone()[0]
+        except psycopg.errors.InvalidSchemaName:
+            continue  # reported above as a missing table
+        if not usage:
+            problems.append(RoleProblem("owner", roles.owner, schema=schema, missing=("USAGE",)))
+    for table, privileges in needs.items():
         missing = []
         for privilege in privileges:
             try:

@@ -422,7 +422,8 @@ def cmd_explain(args) -> int:
                 customer = conn.execute(queries["explain_customer"], {
                     "customer_id": key, "adhoc_values": list(mapping.customer.adhoc_values or []),
                 }).fetchone()
-                verdict = conn.execute(queries["explain_eligibility"], {"customer_id": key}).fetchone()
+                verdict = conn.execute(queries["explain_eligibility"], {
+                    "customer_id": key, "inactivity": mapping.policy.inactivity}).fetchone()
         except psycopg.errors.DataError:
             raise ConfigError(f"{key!r} is not a valid key for {mapping.customer.table}") from None
     if customer is None:
@@ -438,7 +439,10 @@ def cmd_explain(args) -> int:
     if report["eligible_at"] and not report["eligible"]:
         print(f"  becomes eligible at {_fmt(report['eligible_at'])} if nothing changes")
     elif not report["eligible"] and report["adhoc"]:
-        print("  will not become eligible while a blocker holds it")
+        if report.get("customer_activity_missing"):
+            print("  will not become eligible while the customer row has no activity value")
+        else:
+            print("  will not become eligible while a blocker holds it")
     return EXIT_OK
 
 
@@ -448,21 +452,30 @@ def _explain_report(mapping: Mapping, key: str, customer, verdict) -> dict:
     rules = [{
         "rule": "created ad hoc",
         "passes": bool(is_adhoc),
-        "detail": f"{mapping.customer.adhoc} = {adhoc_value}",
+        "detail": f"{mapping.customer.adhoc} = {'NULL' if adhoc_value is None else adhoc_value}",
     }]
     report: dict[str, Any] = {"customer_id": key, "adhoc": bool(is_adhoc), "eligible": False, "eligible_at": None,
                               "rules": rules}
     if verdict is None:  # not ad hoc: the view has no row for it
         rules[0]["detail"] += " (customers created manually, by API or by import are never collected)"
         return report
-    eligible, eligible_at, last_activity, last_login, blocked_by, location_ids, contact_ids, now = verdict
+    (eligible, eligible_at, last_activity, last_login, blocked_by, location_ids, contact_ids, now,
+     inactive_long_enough) = verdict
+    # 'activity' while the stack has been inactive long enough: the customer row's own
+    # activity columns are all NULL, and nothing tells its age.
+    activity_missing = "activity" in blocked_by and inactive_long_enough
     report.update(eligible=eligible, eligible_at=eligible_at, last_activity_at=last_activity,
                   last_login_at=last_login, blocked_by=blocked_by, location_ids=location_ids,
-                  contact_ids=contact_ids)
+                  contact_ids=contact_ids, customer_activity_missing=activity_missing)
+    detail = f"last activity {_fmt(last_activity)}"
+    if activity_missing or last_activity is None:
+        columns = ", ".join(mapping.customer.activity)
+        detail = (f"the customer's own activity ({columns}) is NULL, so nothing tells its age: never collected"
+                  + ("" if last_activity is None else f" (last activity in its stack {_fmt(last_activity)})"))
     rules.append({
         "rule": f"inactive for {policy.inactivity}",
         "passes": "activity" not in blocked_by,
-        "detail": f"last activity {_fmt(last_activity)}",
+        "detail": detail,
     })
     if policy.login_rule and mapping.contact.last_login:
         rules.append({

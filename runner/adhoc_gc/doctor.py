@@ -334,15 +334,8 @@ def _role_findings(conn: psycopg.Connection, mapping: Mapping, queries: dict[str
     findings = []
     problems = role_problems(conn, mapping, queries)
     for p in problems:
-        if p.table is None:
-            findings.append(Finding("roles", "problem", f"[roles].{p.key}", f"role {p.role!r} does not exist",
-                                    f"CREATE ROLE {quote_ident(p.role)} NOLOGIN;"))
-        else:
-            privileges = ", ".join(p.missing)
-            findings.append(Finding("roles", "problem", f"[roles].{p.key}",
-                                    f"role {p.role!r} lacks {privileges} on {p.table}",
-                                    f"GRANT {privileges} ON {quote_table(p.table)} TO {quote_ident(p.role)};"))
-    if any(p.key == "owner" and p.table is None for p in problems):
+        findings.append(Finding("roles", "problem", f"[roles].{p.key}", p.what, p.fix))
+    if any(p.key == "owner" and p.role_missing for p in problems):
         return findings  # the owner is missing: nothing else was checked
     troubled = {p.key for p in problems}
     for key, role in configured.items():

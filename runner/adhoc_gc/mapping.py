@@ -25,7 +25,8 @@ DEFAULT_CONFIG_FILE = "adhoc-gc.toml"
 MAX_IDENTIFIER_BYTES = 63
 ENTITIES = ("customer", "location", "contact")
 # Names the eligibility view uses for the two time rules; blockers may not take them.
-RESERVED_BLOCKER_NAMES = ("activity", "login")
+# The time rules' names, and the row of blocked_summary that counts the eligible customers.
+RESERVED_BLOCKER_NAMES = ("activity", "login", "eligible now")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +410,8 @@ def _reference_entries(raw: dict[str, Any], section: str, fail,
         if not name.strip() or any(ord(ch) < 32 for ch in name):
             raise fail(f"{where}.name", "must be printable text")
         if name in reserved:
-            raise fail(f"{where}.name", f"{name!r} is reserved for the time rules")
+            raise fail(f"{where}.name", f"{name!r} is reserved (activity and login name the time rules, "
+                                        "'eligible now' the eligible customers in blocked_summary)")
         result.append((entry_table, column, checked["references"], name))
     names = [entry[3] for entry in result]
     duplicates = sorted({n for n in names if names.count(n) > 1})

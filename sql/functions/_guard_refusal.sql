@@ -15,27 +15,30 @@ BEGIN
     RETURN NULL;
 END;
 {% else %}
+-- Parameters and variables are qualified (_guard_refusal.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<_guard_refusal>>
 DECLARE
     v_candidates bigint;
 {% if guard.max_fraction_of_adhoc is not none %}
     v_adhoc bigint;
 {% endif %}
 BEGIN
-    IF p_force THEN
+    IF _guard_refusal.p_force THEN
         RETURN NULL;
     END IF;
-    SELECT count(*) INTO v_candidates FROM {{ schema|ident }}."candidates";
+    SELECT count(*) INTO _guard_refusal.v_candidates FROM {{ schema|ident }}."candidates";
 {% if guard.max_customers_per_run is not none %}
-    IF v_candidates > {{ guard.max_customers_per_run|int }} THEN
+    IF _guard_refusal.v_candidates > {{ guard.max_customers_per_run|int }} THEN
         RETURN format('%s candidates exceed [guard] max_customers_per_run = %s; check the mapping and policy, then run with --force (or CALL purge(force => true))',
-                      v_candidates, {{ guard.max_customers_per_run|int }});
+                      _guard_refusal.v_candidates, {{ guard.max_customers_per_run|int }});
     END IF;
 {% endif %}
 {% if guard.max_fraction_of_adhoc is not none %}
-    SELECT count(*) INTO v_adhoc FROM {{ customer.table|table }} AS "c" WHERE {{ is_adhoc('"c"') }};
-    IF v_candidates > v_adhoc * {{ guard.max_fraction_of_adhoc|float }} THEN
+    SELECT count(*) INTO _guard_refusal.v_adhoc FROM {{ customer.table|table }} AS "c" WHERE {{ is_adhoc('"c"') }};
+    IF _guard_refusal.v_candidates > _guard_refusal.v_adhoc * {{ guard.max_fraction_of_adhoc|float }} THEN
         RETURN format('%s candidates are more than %s of the %s ad-hoc customers ([guard] max_fraction_of_adhoc); check the mapping and policy, then run with --force (or CALL purge(force => true))',
-                      v_candidates, {{ guard.max_fraction_of_adhoc|float }}, v_adhoc);
+                      _guard_refusal.v_candidates, {{ guard.max_fraction_of_adhoc|float }}, _guard_refusal.v_adhoc);
     END IF;
 {% endif %}
     RETURN NULL;

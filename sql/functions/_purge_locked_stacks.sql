@@ -10,7 +10,7 @@ SELECT {{ ('"o".' ~ (owned_table.column|ident)) if owned_table.references == "cu
 {% elif owned_table.references == "contact" %}
         JOIN {{ contacts_cte|ident }} AS "p" ON "o".{{ owned_table.column|ident }} = "p"."contact_key"
 {% else %}
-        WHERE "o".{{ owned_table.column|ident }} = ANY (p_customer_keys)
+        WHERE "o".{{ owned_table.column|ident }} = ANY (_purge_locked_stacks.p_customer_keys)
 {% endif %}
 {%- endmacro %}
 {# The CTEs that lock the stacks' rows (locked_*, SKIP LOCKED) and list the rows there are
@@ -20,7 +20,7 @@ SELECT {{ ('"o".' ~ (owned_table.column|ident)) if owned_table.references == "cu
 "locked_locations" AS (
     SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
     FROM {{ location.table|table }} AS "l"
-    WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
+    WHERE "l".{{ location.customer|ident }} = ANY (_purge_locked_stacks.p_customer_keys)
     FOR UPDATE OF "l" SKIP LOCKED
 ), "locked_contacts" AS (
     SELECT "ct".{{ contact.key|ident }} AS "contact_key", "ll"."customer_key"
@@ -35,7 +35,7 @@ SELECT {{ ('"o".' ~ (owned_table.column|ident)) if owned_table.references == "cu
 ), "stack_locations" AS (
     SELECT "l".{{ location.key|ident }} AS "location_key", "l".{{ location.customer|ident }} AS "customer_key"
     FROM {{ location.table|table }} AS "l"
-    WHERE "l".{{ location.customer|ident }} = ANY (p_customer_keys)
+    WHERE "l".{{ location.customer|ident }} = ANY (_purge_locked_stacks.p_customer_keys)
 ), "stack_contacts" AS (
     SELECT "ct".{{ contact.key|ident }} AS "contact_key", "sl"."customer_key"
     FROM {{ contact.table|table }} AS "ct"
@@ -49,7 +49,7 @@ SELECT {{ ('"o".' ~ (owned_table.column|ident)) if owned_table.references == "cu
 {% set batch_of_complete_stacks %}
 SELECT "c".{{ customer.key|ident }} AS "customer_key"
 FROM {{ customer.table|table }} AS "c"
-WHERE "c".{{ customer.key|ident }} = ANY (v_complete)
+WHERE "c".{{ customer.key|ident }} = ANY (_purge_locked_stacks.v_complete)
   AND {{ stack_is_eligible('"c"') | trim | indent(2) }}
 {%- endset %}
 -- _purge_locked_stacks: purge_batch's way round rows the application holds. p_customer_keys
@@ -78,6 +78,9 @@ SET work_mem = '32MB'
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
 #variable_conflict use_column
+-- Parameters and variables are qualified (_purge_locked_stacks.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<_purge_locked_stacks>>
 DECLARE
     v_complete p_customer_keys%TYPE;
     v_all_locked boolean;
@@ -87,7 +90,7 @@ DECLARE
     v_locations integer := 0;
     v_contacts integer := 0;
 BEGIN
-    IF cardinality(p_customer_keys) = 0 THEN
+    IF cardinality(_purge_locked_stacks.p_customer_keys) = 0 THEN
         RETURN QUERY SELECT NULL::text, true, 0, 0, 0, 0;
         RETURN;
     END IF;
@@ -102,10 +105,10 @@ BEGIN
 {% for owned_table in owned %}
            AND (SELECT count(*) FROM "locked_owned_{{ loop.index }}") = (SELECT count(*) FROM "stack_owned_{{ loop.index }}")
 {% endfor %}
-    INTO v_all_locked;
+    INTO _purge_locked_stacks.v_all_locked;
 
-    IF v_all_locked THEN
-        v_complete := p_customer_keys;
+    IF _purge_locked_stacks.v_all_locked THEN
+        _purge_locked_stacks.v_complete := _purge_locked_stacks.p_customer_keys;
     ELSE
         -- Someone holds a row of some stack: find which stacks are complete, per customer and
         -- part, rows locked against rows there are. Locking again is a no-op for the rows we
@@ -128,8 +131,8 @@ BEGIN
             SELECT "customer_key", 'owned {{ loop.index }}', count(*) FROM "stack_owned_{{ loop.index }}" GROUP BY 1
 {% endfor %}
         )
-        SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
-        FROM unnest(p_customer_keys) AS "k"("customer_key")
+        SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), _purge_locked_stacks.p_customer_keys[0:0]) INTO _purge_locked_stacks.v_complete
+        FROM unnest(_purge_locked_stacks.p_customer_keys) AS "k"("customer_key")
         WHERE NOT EXISTS (
             -- a part of this stack with a row that exists but is not locked by us
             SELECT 1
@@ -142,10 +145,10 @@ BEGIN
     END IF;
 
     -- Delete the complete stacks, every rule checked again inside the DELETE statement.
-    {{ delete_stacks(batch_of_complete_stacks, "v_last_key, v_examined, v_customers, v_locations, v_contacts") | indent(4) }}
+    {{ delete_stacks(batch_of_complete_stacks, "v_last_key, v_examined, v_customers, v_locations, v_contacts", "_purge_locked_stacks") | indent(4) }}
 
-    RETURN QUERY SELECT p_customer_keys[cardinality(p_customer_keys)]::text, false,
-                        cardinality(p_customer_keys), v_customers, v_locations, v_contacts;
+    RETURN QUERY SELECT _purge_locked_stacks.p_customer_keys[cardinality(_purge_locked_stacks.p_customer_keys)]::text, false,
+                        cardinality(_purge_locked_stacks.p_customer_keys), _purge_locked_stacks.v_customers, _purge_locked_stacks.v_locations, _purge_locked_stacks.v_contacts;
 END;
 $function$;
 

@@ -9,6 +9,9 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
+-- Parameters and variables are qualified (explain_customer.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<explain_customer>>
 DECLARE
     -- Assigning the text converts it to the key's own type, so the lookup uses the key's index.
     v_key {{ customer.table|table }}.{{ customer.key|ident }}%TYPE := p_customer_id;
@@ -16,7 +19,7 @@ BEGIN
     RETURN QUERY
     SELECT "c".{{ customer.key|ident }}::text, {{ is_adhoc('"c"') }}, "c".{{ customer.adhoc|ident }}::text
     FROM {{ customer.table|table }} AS "c"
-    WHERE "c".{{ customer.key|ident }} = v_key;
+    WHERE "c".{{ customer.key|ident }} = explain_customer.v_key;
 END;
 $function$;
 

@@ -4,11 +4,11 @@
 {% set next_customers %}
 SELECT "c".{{ customer.key|ident }} AS "customer_key"
 FROM {{ customer.table|table }} AS "c"
-WHERE "c".{{ customer.key|ident }} >= v_from
-  AND ("c".{{ customer.key|ident }} > v_from OR p_after_key IS NULL)
+WHERE "c".{{ customer.key|ident }} >= purge_batch.v_from
+  AND ("c".{{ customer.key|ident }} > purge_batch.v_from OR purge_batch.p_after_key IS NULL)
   AND {{ stack_is_eligible('"c"') | trim | indent(2) }}
 ORDER BY "c".{{ customer.key|ident }}
-LIMIT p_batch_size
+LIMIT purge_batch.p_batch_size
 FOR UPDATE OF "c" SKIP LOCKED
 {%- endset %}
 -- purge_batch: deletes the next batch of eligible stacks after p_after_key (keyset order)
@@ -53,6 +53,9 @@ SET work_mem = '32MB'
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
 #variable_conflict use_column
+-- Parameters and variables are qualified (purge_batch.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<purge_batch>>
 DECLARE
     v_from {{ customer.table|table }}.{{ customer.key|ident }}%TYPE;
     v_status text;
@@ -63,8 +66,8 @@ DECLARE
     v_locations integer := 0;
     v_contacts integer := 0;
 BEGIN
-    IF p_batch_size IS NULL OR p_batch_size < 1 THEN
-        RAISE EXCEPTION 'adhoc-gc: batch size must be a positive integer, not %', p_batch_size
+    IF purge_batch.p_batch_size IS NULL OR purge_batch.p_batch_size < 1 THEN
+        RAISE EXCEPTION 'adhoc-gc: batch size must be a positive integer, not %', purge_batch.p_batch_size
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Safety rests on the transaction's one snapshot (see above): READ COMMITTED would let
@@ -74,20 +77,20 @@ BEGIN
             current_setting('transaction_isolation')
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    SELECT "status" INTO v_status FROM {{ schema|ident }}."runs" WHERE "id" = p_run_id FOR UPDATE;
-    IF v_status IS DISTINCT FROM 'running' THEN
-        RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', p_run_id, coalesce(v_status, 'unknown')
+    SELECT "status" INTO purge_batch.v_status FROM {{ schema|ident }}."runs" WHERE "id" = purge_batch.p_run_id FOR UPDATE;
+    IF purge_batch.v_status IS DISTINCT FROM 'running' THEN
+        RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', purge_batch.p_run_id, coalesce(purge_batch.v_status, 'unknown')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
     -- Keyset start: the first key, inclusive, or the key after p_after_key. Written as one
     -- range condition so every batch is an index range scan from where the last one stopped.
-    IF p_after_key IS NULL THEN
+    IF purge_batch.p_after_key IS NULL THEN
         -- ORDER BY ... LIMIT 1, not min(): PostgreSQL has no min() for uuid keys.
-        SELECT "c".{{ customer.key|ident }} INTO v_from FROM {{ customer.table|table }} AS "c"
+        SELECT "c".{{ customer.key|ident }} INTO purge_batch.v_from FROM {{ customer.table|table }} AS "c"
         ORDER BY "c".{{ customer.key|ident }} LIMIT 1;
     ELSE
-        v_from := p_after_key;
+        purge_batch.v_from := purge_batch.p_after_key;
     END IF;
 
     -- The whole batch in one statement. Rows the application holds are waited for 50 ms at
@@ -96,38 +99,38 @@ BEGIN
     -- with every row locked SKIP LOCKED first.
     BEGIN
         PERFORM set_config('lock_timeout', '50ms', true);
-        {{ delete_stacks(next_customers, "v_last_key, v_examined, v_customers, v_locations, v_contacts") | indent(8) }}
+        {{ delete_stacks(next_customers, "v_last_key, v_examined, v_customers, v_locations, v_contacts", "purge_batch") | indent(8) }}
     EXCEPTION WHEN lock_not_available THEN
-        v_held := true;
+        purge_batch.v_held := true;
     END;
     -- [guard] lock_timeout bounds what the careful way cannot lock ahead (a trigger's
     -- writes, a cascade).
     PERFORM set_config('lock_timeout',
                        (extract(epoch FROM {{ guard.lock_timeout|literal }}::interval) * 1000)::bigint::text || 'ms',
                        true);
-    IF v_held THEN
+    IF purge_batch.v_held THEN
         SELECT "r"."next_after_key", "r"."examined",
                "r"."customers_deleted", "r"."locations_deleted", "r"."contacts_deleted"
-        INTO v_last_key, v_examined, v_customers, v_locations, v_contacts
+        INTO purge_batch.v_last_key, purge_batch.v_examined, purge_batch.v_customers, purge_batch.v_locations, purge_batch.v_contacts
         FROM {{ schema|ident }}."_purge_locked_stacks"(
-            p_run_id,
-            p_archive,
+            purge_batch.p_run_id,
+            purge_batch.p_archive,
             ARRAY({{ next_customers | indent(18) }})
         ) AS "r";
     END IF;
 
-    IF v_examined = 0 THEN
+    IF purge_batch.v_examined = 0 THEN
         RETURN QUERY SELECT NULL::text, true, 0, 0, 0, 0;
         RETURN;
     END IF;
     UPDATE {{ schema|ident }}."runs"
     SET "batches" = "batches" + 1,
-        "customers_deleted" = "customers_deleted" + v_customers,
-        "locations_deleted" = "locations_deleted" + v_locations,
-        "contacts_deleted" = "contacts_deleted" + v_contacts,
-        "last_key" = v_last_key
-    WHERE "id" = p_run_id;
-    RETURN QUERY SELECT v_last_key, false, v_examined, v_customers, v_locations, v_contacts;
+        "customers_deleted" = "customers_deleted" + purge_batch.v_customers,
+        "locations_deleted" = "locations_deleted" + purge_batch.v_locations,
+        "contacts_deleted" = "contacts_deleted" + purge_batch.v_contacts,
+        "last_key" = purge_batch.v_last_key
+    WHERE "id" = purge_batch.p_run_id;
+    RETURN QUERY SELECT purge_batch.v_last_key, false, purge_batch.v_examined, purge_batch.v_customers, purge_batch.v_locations, purge_batch.v_contacts;
 END;
 $function$;
 

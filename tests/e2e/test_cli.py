@@ -129,6 +129,8 @@ def test_deploy_then_deploy_again(app_db):
                  id="key-of-unsupported-type"),
     pytest.param('[database]\nschema = "gc_custom"\n[customer]\ntable = "public.kunden"\n',
                  ["public.kunden"], id="custom-schema"),
+    pytest.param('[policy]\ninactivity = "100000000 years"\n',
+                 ["[policy].inactivity", "'100000000 years' is too long"], id="interval-past-the-timestamps"),
 ])
 def test_deploy_refuses_a_mapping_that_does_not_match_and_creates_nothing(app_db, tmp_path, toml, names):
     before = schemas(app_db)
@@ -481,6 +483,29 @@ def test_explain_a_held_customer(ref_db, dataset, reason, rule):
     else:
         assert report["eligible_at"] is not None
         assert "becomes eligible at" in out
+
+
+def test_explain_a_customer_without_own_activity_says_so_not_a_blocker(ref_db, ref_conn):
+    """Its stack is long inactive, but its own activity columns are NULL: never collected."""
+    stack = add_stack(ref_conn, age="100 days")
+    ref_conn.execute("ALTER TABLE customers ALTER COLUMN created_at DROP NOT NULL, ALTER COLUMN updated_at DROP NOT NULL")
+    ref_conn.execute("UPDATE customers SET created_at = NULL, updated_at = NULL, is_adhoc = true WHERE id = %s",
+                     (stack.customer,))
+    out = cli("explain", str(stack.customer), "--dsn", ref_db).stdout
+    (held,) = [line for line in out.splitlines() if "[HOLD]" in line]
+    assert "inactive for 14 days" in held and "own activity (created_at, updated_at) is NULL" in held, out
+    assert "will not become eligible while the customer row has no activity value" in out, out
+    assert "blocker" not in out, out
+    report = json.loads(cli("explain", str(stack.customer), "--dsn", ref_db, "--json").stdout)
+    assert report["customer_activity_missing"] is True and report["blocked_by"] == ["activity"]
+
+
+def test_explain_a_null_adhoc_flag_reads_null(ref_db, ref_conn):
+    stack = add_stack(ref_conn)
+    ref_conn.execute("ALTER TABLE customers ALTER COLUMN is_adhoc DROP NOT NULL")
+    ref_conn.execute("UPDATE customers SET is_adhoc = NULL WHERE id = %s", (stack.customer,))
+    out = cli("explain", str(stack.customer), "--dsn", ref_db).stdout
+    assert "is_adhoc = NULL" in out and "None" not in out, out
 
 
 def test_explain_a_customer_that_is_not_adhoc(ref_db, dataset):

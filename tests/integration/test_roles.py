@@ -61,6 +61,63 @@ def test_owner_needs_privileges_on_the_stack_tables(app_db):
             conn.execute(f'DROP ROLE "{role}"')
 
 
+def test_owner_needs_usage_on_the_tables_schema_and_the_fixes_are_runnable_sql(fresh_db):
+    """Tables in a schema of their own, with names that need quotes: every fix deploy names
+    is SQL that runs as printed, and once they have run, deploy passes."""
+    dsn = fresh_db()
+    role = f"GC Owner {uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('CREATE SCHEMA "Ops App"')
+        conn.execute('CREATE TABLE "Ops App"."Customers" (id bigint PRIMARY KEY, is_adhoc boolean, created_at timestamptz)')
+        conn.execute('CREATE TABLE "Ops App"."Locations" (id bigint PRIMARY KEY, '
+                     'customer_id bigint REFERENCES "Ops App"."Customers", created_at timestamptz)')
+        conn.execute('CREATE TABLE "Ops App"."Contacts" (id bigint PRIMARY KEY, '
+                     'location_id bigint REFERENCES "Ops App"."Locations", created_at timestamptz)')
+        conn.execute('CREATE TABLE "Ops App"."Cases" (id bigint PRIMARY KEY, '
+                     'location_id bigint REFERENCES "Ops App"."Locations")')
+        conn.execute('CREATE INDEX ON "Ops App"."Cases" (location_id)')
+        conn.execute(f'CREATE ROLE "{role}"')
+        conn.execute(f'GRANT SELECT, UPDATE, DELETE, INSERT ON ALL TABLES IN SCHEMA "Ops App" TO "{role}"')
+    mapping = mapping_from_toml(f"""
+[customer]
+table = "Ops App.Customers"
+activity = ["created_at"]
+[location]
+table = "Ops App.Locations"
+activity = ["created_at"]
+[contact]
+table = "Ops App.Contacts"
+activity = ["created_at"]
+[[blockers]]
+table = "Ops App.Cases"
+column = "location_id"
+references = "location"
+[policy]
+login_rule = false
+[roles]
+owner = "{role}"
+""")
+    try:
+        with pytest.raises(Exception) as refused:
+            deploy_mapping(dsn, mapping)
+        message = str(refused.value)
+        assert f"lacks USAGE on schema 'Ops App' (GRANT USAGE ON SCHEMA \"Ops App\" TO \"{role}\")" in message
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'GRANT USAGE ON SCHEMA "Ops App" TO "{role}"')
+            conn.execute(f'REVOKE INSERT ON "Ops App"."Contacts" FROM "{role}"')
+        with pytest.raises(Exception) as refused:
+            deploy_mapping(dsn, mapping)
+        fix = str(refused.value).split("(GRANT ", 1)[1].split(")")[0]
+        assert fix == f'INSERT ON "Ops App"."Contacts" TO "{role}"', fix
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("GRANT " + fix)
+        deploy_mapping(dsn, mapping)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
 def test_analyst_reads_the_views_and_cannot_delete(ref_db, ref_conn, roles, tmp_path):
     names, mapping = roles
     stack = add_stack(ref_conn)

@@ -399,7 +399,7 @@ def test_duplicate_default_blocker_names():
     assert "'cases.location_id'" in message
 
 
-@pytest.mark.parametrize("name", ["activity", "login"])
+@pytest.mark.parametrize("name", ["activity", "login", "eligible now"])
 def test_reserved_blocker_names(name):
     message = config_error(f"""
         [[blockers]]

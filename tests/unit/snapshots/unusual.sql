@@ -200,6 +200,9 @@ SET work_mem = '32MB'
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
 #variable_conflict use_column
+-- Parameters and variables are qualified (_purge_locked_stacks.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<_purge_locked_stacks>>
 DECLARE
     v_complete p_customer_keys%TYPE;
     v_all_locked boolean;
@@ -209,7 +212,7 @@ DECLARE
     v_locations integer := 0;
     v_contacts integer := 0;
 BEGIN
-    IF cardinality(p_customer_keys) = 0 THEN
+    IF cardinality(_purge_locked_stacks.p_customer_keys) = 0 THEN
         RETURN QUERY SELECT NULL::text, true, 0, 0, 0, 0;
         RETURN;
     END IF;
@@ -221,7 +224,7 @@ BEGIN
     WITH "locked_locations" AS (
         SELECT "l"."standort_nr_zq" AS "location_key", "l"."kunde_ref_zq" AS "customer_key"
         FROM "Außen Zone"."Standort Zq" AS "l"
-        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+        WHERE "l"."kunde_ref_zq" = ANY (_purge_locked_stacks.p_customer_keys)
         FOR UPDATE OF "l" SKIP LOCKED
     ), "locked_contacts" AS (
         SELECT "ct"."kontakt_id_zq" AS "contact_key", "ll"."customer_key"
@@ -231,7 +234,7 @@ BEGIN
     ), "stack_locations" AS (
         SELECT "l"."standort_nr_zq" AS "location_key", "l"."kunde_ref_zq" AS "customer_key"
         FROM "Außen Zone"."Standort Zq" AS "l"
-        WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+        WHERE "l"."kunde_ref_zq" = ANY (_purge_locked_stacks.p_customer_keys)
     ), "stack_contacts" AS (
         SELECT "ct"."kontakt_id_zq" AS "contact_key", "sl"."customer_key"
         FROM "Crm Zone"."kontakte_zq" AS "ct"
@@ -239,10 +242,10 @@ BEGIN
     )
     SELECT (SELECT count(*) FROM "locked_locations") = (SELECT count(*) FROM "stack_locations")
            AND (SELECT count(*) FROM "locked_contacts") = (SELECT count(*) FROM "stack_contacts")
-    INTO v_all_locked;
+    INTO _purge_locked_stacks.v_all_locked;
 
-    IF v_all_locked THEN
-        v_complete := p_customer_keys;
+    IF _purge_locked_stacks.v_all_locked THEN
+        _purge_locked_stacks.v_complete := _purge_locked_stacks.p_customer_keys;
     ELSE
         -- Someone holds a row of some stack: find which stacks are complete, per customer and
         -- part, rows locked against rows there are. Locking again is a no-op for the rows we
@@ -250,7 +253,7 @@ BEGIN
         WITH "locked_locations" AS (
             SELECT "l"."standort_nr_zq" AS "location_key", "l"."kunde_ref_zq" AS "customer_key"
             FROM "Außen Zone"."Standort Zq" AS "l"
-            WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+            WHERE "l"."kunde_ref_zq" = ANY (_purge_locked_stacks.p_customer_keys)
             FOR UPDATE OF "l" SKIP LOCKED
         ), "locked_contacts" AS (
             SELECT "ct"."kontakt_id_zq" AS "contact_key", "ll"."customer_key"
@@ -260,7 +263,7 @@ BEGIN
         ), "stack_locations" AS (
             SELECT "l"."standort_nr_zq" AS "location_key", "l"."kunde_ref_zq" AS "customer_key"
             FROM "Außen Zone"."Standort Zq" AS "l"
-            WHERE "l"."kunde_ref_zq" = ANY (p_customer_keys)
+            WHERE "l"."kunde_ref_zq" = ANY (_purge_locked_stacks.p_customer_keys)
         ), "stack_contacts" AS (
             SELECT "ct"."kontakt_id_zq" AS "contact_key", "sl"."customer_key"
             FROM "Crm Zone"."kontakte_zq" AS "ct"
@@ -275,8 +278,8 @@ BEGIN
             UNION ALL
             SELECT "customer_key", 'contact', count(*) FROM "stack_contacts" GROUP BY 1
         )
-        SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), p_customer_keys[0:0]) INTO v_complete
-        FROM unnest(p_customer_keys) AS "k"("customer_key")
+        SELECT coalesce(array_agg("k"."customer_key" ORDER BY "k"."customer_key"), _purge_locked_stacks.p_customer_keys[0:0]) INTO _purge_locked_stacks.v_complete
+        FROM unnest(_purge_locked_stacks.p_customer_keys) AS "k"("customer_key")
         WHERE NOT EXISTS (
             -- a part of this stack with a row that exists but is not locked by us
             SELECT 1
@@ -292,7 +295,7 @@ BEGIN
     WITH "batch" AS (
         SELECT "c"."kunde_nr_zq" AS "customer_key"
         FROM "Crm Zone"."Kunden Zq" AS "c"
-        WHERE "c"."kunde_nr_zq" = ANY (v_complete)
+        WHERE "c"."kunde_nr_zq" = ANY (_purge_locked_stacks.v_complete)
           AND "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat')
           AND "c"."Angelegt_Zq"::timestamptz + '90 days 12 hours'::interval <= now()
           AND NOT EXISTS (SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker" WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq")
@@ -316,23 +319,23 @@ BEGIN
         USING "Außen Zone"."Standort Zq" AS "l", "batch" AS "b"
         WHERE "ct"."standort_ref_zq" = "l"."standort_nr_zq"
           AND "l"."kunde_ref_zq" = "b"."customer_key"
-        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("ct".*) END AS "row"
+        RETURNING "b"."customer_key", CASE WHEN _purge_locked_stacks.p_archive THEN to_json("ct".*) END AS "row"
     ), "deleted_locations" AS (
         DELETE FROM "Außen Zone"."Standort Zq" AS "l"
         USING "batch" AS "b"
         WHERE "l"."kunde_ref_zq" = "b"."customer_key"
-        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("l".*) END AS "row"
+        RETURNING "b"."customer_key", CASE WHEN _purge_locked_stacks.p_archive THEN to_json("l".*) END AS "row"
     ), "deleted_customers" AS (
         DELETE FROM "Crm Zone"."Kunden Zq" AS "c"
         USING "batch" AS "b"
         WHERE "c"."kunde_nr_zq" = "b"."customer_key"
-        RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("c".*) END AS "row"
+        RETURNING "b"."customer_key", CASE WHEN _purge_locked_stacks.p_archive THEN to_json("c".*) END AS "row"
     ), "archived" AS (
         -- One GROUP BY over all the deleted rows: joining the RETURNING sets instead makes
         -- the planner (which expects one row from each) pick nested loops, quadratic in the
         -- batch size (bench/results: 24 of 30 ms at 500 stacks, seconds at 2000).
         INSERT INTO "GC Ops"."purged" ("run_id", "customer_id", "customer", "locations", "contacts", "owned")
-        SELECT p_run_id, "d"."customer_key"::text,
+        SELECT _purge_locked_stacks.p_run_id, "d"."customer_key"::text,
                (array_agg("d"."row") FILTER (WHERE "d"."part" = 'customer'))[1],
                coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'location'), '[]'::json),
                coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'contact'), '[]'::json),
@@ -344,7 +347,7 @@ BEGIN
             UNION ALL
             SELECT "customer_key", 'contact', "row" FROM "deleted_contacts"
         ) AS "d"
-        WHERE p_archive
+        WHERE _purge_locked_stacks.p_archive
         GROUP BY "d"."customer_key"
         RETURNING 1
     )
@@ -355,8 +358,8 @@ BEGIN
            (SELECT count(*) FROM "deleted_contacts")
     INTO v_last_key, v_examined, v_customers, v_locations, v_contacts;
 
-    RETURN QUERY SELECT p_customer_keys[cardinality(p_customer_keys)]::text, false,
-                        cardinality(p_customer_keys), v_customers, v_locations, v_contacts;
+    RETURN QUERY SELECT _purge_locked_stacks.p_customer_keys[cardinality(_purge_locked_stacks.p_customer_keys)]::text, false,
+                        cardinality(_purge_locked_stacks.p_customer_keys), _purge_locked_stacks.v_customers, _purge_locked_stacks.v_locations, _purge_locked_stacks.v_contacts;
 END;
 $function$;
 
@@ -615,6 +618,9 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
+-- Parameters and variables are qualified (explain_customer.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<explain_customer>>
 DECLARE
     -- Assigning the text converts it to the key's own type, so the lookup uses the key's index.
     v_key "Crm Zone"."Kunden Zq"."kunde_nr_zq"%TYPE := p_customer_id;
@@ -622,7 +628,7 @@ BEGIN
     RETURN QUERY
     SELECT "c"."kunde_nr_zq"::text, "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat'), "c"."Herkunft_Zq"::text
     FROM "Crm Zone"."Kunden Zq" AS "c"
-    WHERE "c"."kunde_nr_zq" = v_key;
+    WHERE "c"."kunde_nr_zq" = explain_customer.v_key;
 END;
 $function$;
 
@@ -719,6 +725,9 @@ SET work_mem = '32MB'
 AS $function$
 -- The output columns share names with runs' columns; inside the body they mean the columns.
 #variable_conflict use_column
+-- Parameters and variables are qualified (purge_batch.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<purge_batch>>
 DECLARE
     v_from "Crm Zone"."Kunden Zq"."kunde_nr_zq"%TYPE;
     v_status text;
@@ -729,8 +738,8 @@ DECLARE
     v_locations integer := 0;
     v_contacts integer := 0;
 BEGIN
-    IF p_batch_size IS NULL OR p_batch_size < 1 THEN
-        RAISE EXCEPTION 'adhoc-gc: batch size must be a positive integer, not %', p_batch_size
+    IF purge_batch.p_batch_size IS NULL OR purge_batch.p_batch_size < 1 THEN
+        RAISE EXCEPTION 'adhoc-gc: batch size must be a positive integer, not %', purge_batch.p_batch_size
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Safety rests on the transaction's one snapshot (see above): READ COMMITTED would let
@@ -740,20 +749,20 @@ BEGIN
             current_setting('transaction_isolation')
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    SELECT "status" INTO v_status FROM "GC Ops"."runs" WHERE "id" = p_run_id FOR UPDATE;
-    IF v_status IS DISTINCT FROM 'running' THEN
-        RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', p_run_id, coalesce(v_status, 'unknown')
+    SELECT "status" INTO purge_batch.v_status FROM "GC Ops"."runs" WHERE "id" = purge_batch.p_run_id FOR UPDATE;
+    IF purge_batch.v_status IS DISTINCT FROM 'running' THEN
+        RAISE EXCEPTION 'adhoc-gc: run % is not running (status %)', purge_batch.p_run_id, coalesce(purge_batch.v_status, 'unknown')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
     -- Keyset start: the first key, inclusive, or the key after p_after_key. Written as one
     -- range condition so every batch is an index range scan from where the last one stopped.
-    IF p_after_key IS NULL THEN
+    IF purge_batch.p_after_key IS NULL THEN
         -- ORDER BY ... LIMIT 1, not min(): PostgreSQL has no min() for uuid keys.
-        SELECT "c"."kunde_nr_zq" INTO v_from FROM "Crm Zone"."Kunden Zq" AS "c"
+        SELECT "c"."kunde_nr_zq" INTO purge_batch.v_from FROM "Crm Zone"."Kunden Zq" AS "c"
         ORDER BY "c"."kunde_nr_zq" LIMIT 1;
     ELSE
-        v_from := p_after_key;
+        purge_batch.v_from := purge_batch.p_after_key;
     END IF;
 
     -- The whole batch in one statement. Rows the application holds are waited for 50 ms at
@@ -765,8 +774,8 @@ BEGIN
         WITH "batch" AS (
             SELECT "c"."kunde_nr_zq" AS "customer_key"
             FROM "Crm Zone"."Kunden Zq" AS "c"
-            WHERE "c"."kunde_nr_zq" >= v_from
-              AND ("c"."kunde_nr_zq" > v_from OR p_after_key IS NULL)
+            WHERE "c"."kunde_nr_zq" >= purge_batch.v_from
+              AND ("c"."kunde_nr_zq" > purge_batch.v_from OR purge_batch.p_after_key IS NULL)
               AND "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat')
               AND "c"."Angelegt_Zq"::timestamptz + '90 days 12 hours'::interval <= now()
               AND NOT EXISTS (SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker" WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq")
@@ -786,30 +795,30 @@ BEGIN
                     )
               )
             ORDER BY "c"."kunde_nr_zq"
-            LIMIT p_batch_size
+            LIMIT purge_batch.p_batch_size
             FOR UPDATE OF "c" SKIP LOCKED
         ), "deleted_contacts" AS (
             DELETE FROM "Crm Zone"."kontakte_zq" AS "ct"
             USING "Außen Zone"."Standort Zq" AS "l", "batch" AS "b"
             WHERE "ct"."standort_ref_zq" = "l"."standort_nr_zq"
               AND "l"."kunde_ref_zq" = "b"."customer_key"
-            RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("ct".*) END AS "row"
+            RETURNING "b"."customer_key", CASE WHEN purge_batch.p_archive THEN to_json("ct".*) END AS "row"
         ), "deleted_locations" AS (
             DELETE FROM "Außen Zone"."Standort Zq" AS "l"
             USING "batch" AS "b"
             WHERE "l"."kunde_ref_zq" = "b"."customer_key"
-            RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("l".*) END AS "row"
+            RETURNING "b"."customer_key", CASE WHEN purge_batch.p_archive THEN to_json("l".*) END AS "row"
         ), "deleted_customers" AS (
             DELETE FROM "Crm Zone"."Kunden Zq" AS "c"
             USING "batch" AS "b"
             WHERE "c"."kunde_nr_zq" = "b"."customer_key"
-            RETURNING "b"."customer_key", CASE WHEN p_archive THEN to_json("c".*) END AS "row"
+            RETURNING "b"."customer_key", CASE WHEN purge_batch.p_archive THEN to_json("c".*) END AS "row"
         ), "archived" AS (
             -- One GROUP BY over all the deleted rows: joining the RETURNING sets instead makes
             -- the planner (which expects one row from each) pick nested loops, quadratic in the
             -- batch size (bench/results: 24 of 30 ms at 500 stacks, seconds at 2000).
             INSERT INTO "GC Ops"."purged" ("run_id", "customer_id", "customer", "locations", "contacts", "owned")
-            SELECT p_run_id, "d"."customer_key"::text,
+            SELECT purge_batch.p_run_id, "d"."customer_key"::text,
                    (array_agg("d"."row") FILTER (WHERE "d"."part" = 'customer'))[1],
                    coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'location'), '[]'::json),
                    coalesce(json_agg("d"."row") FILTER (WHERE "d"."part" = 'contact'), '[]'::json),
@@ -821,7 +830,7 @@ BEGIN
                 UNION ALL
                 SELECT "customer_key", 'contact', "row" FROM "deleted_contacts"
             ) AS "d"
-            WHERE p_archive
+            WHERE purge_batch.p_archive
             GROUP BY "d"."customer_key"
             RETURNING 1
         )
@@ -832,24 +841,24 @@ BEGIN
                (SELECT count(*) FROM "deleted_contacts")
         INTO v_last_key, v_examined, v_customers, v_locations, v_contacts;
     EXCEPTION WHEN lock_not_available THEN
-        v_held := true;
+        purge_batch.v_held := true;
     END;
     -- [guard] lock_timeout bounds what the careful way cannot lock ahead (a trigger's
     -- writes, a cascade).
     PERFORM set_config('lock_timeout',
                        (extract(epoch FROM '5 seconds'::interval) * 1000)::bigint::text || 'ms',
                        true);
-    IF v_held THEN
+    IF purge_batch.v_held THEN
         SELECT "r"."next_after_key", "r"."examined",
                "r"."customers_deleted", "r"."locations_deleted", "r"."contacts_deleted"
-        INTO v_last_key, v_examined, v_customers, v_locations, v_contacts
+        INTO purge_batch.v_last_key, purge_batch.v_examined, purge_batch.v_customers, purge_batch.v_locations, purge_batch.v_contacts
         FROM "GC Ops"."_purge_locked_stacks"(
-            p_run_id,
-            p_archive,
+            purge_batch.p_run_id,
+            purge_batch.p_archive,
             ARRAY(SELECT "c"."kunde_nr_zq" AS "customer_key"
                   FROM "Crm Zone"."Kunden Zq" AS "c"
-                  WHERE "c"."kunde_nr_zq" >= v_from
-                    AND ("c"."kunde_nr_zq" > v_from OR p_after_key IS NULL)
+                  WHERE "c"."kunde_nr_zq" >= purge_batch.v_from
+                    AND ("c"."kunde_nr_zq" > purge_batch.v_from OR purge_batch.p_after_key IS NULL)
                     AND "c"."Herkunft_Zq" IN ('e-mail', 'it''s chat')
                     AND "c"."Angelegt_Zq"::timestamptz + '90 days 12 hours'::interval <= now()
                     AND NOT EXISTS (SELECT 1 FROM "Crm Zone"."Vertrag Zq" AS "blocker" WHERE "blocker"."kunde_fk_zq" = "c"."kunde_nr_zq")
@@ -869,23 +878,23 @@ BEGIN
                           )
                     )
                   ORDER BY "c"."kunde_nr_zq"
-                  LIMIT p_batch_size
+                  LIMIT purge_batch.p_batch_size
                   FOR UPDATE OF "c" SKIP LOCKED)
         ) AS "r";
     END IF;
 
-    IF v_examined = 0 THEN
+    IF purge_batch.v_examined = 0 THEN
         RETURN QUERY SELECT NULL::text, true, 0, 0, 0, 0;
         RETURN;
     END IF;
     UPDATE "GC Ops"."runs"
     SET "batches" = "batches" + 1,
-        "customers_deleted" = "customers_deleted" + v_customers,
-        "locations_deleted" = "locations_deleted" + v_locations,
-        "contacts_deleted" = "contacts_deleted" + v_contacts,
-        "last_key" = v_last_key
-    WHERE "id" = p_run_id;
-    RETURN QUERY SELECT v_last_key, false, v_examined, v_customers, v_locations, v_contacts;
+        "customers_deleted" = "customers_deleted" + purge_batch.v_customers,
+        "locations_deleted" = "locations_deleted" + purge_batch.v_locations,
+        "contacts_deleted" = "contacts_deleted" + purge_batch.v_contacts,
+        "last_key" = purge_batch.v_last_key
+    WHERE "id" = purge_batch.p_run_id;
+    RETURN QUERY SELECT purge_batch.v_last_key, false, purge_batch.v_examined, purge_batch.v_customers, purge_batch.v_locations, purge_batch.v_contacts;
 END;
 $function$;
 
@@ -904,6 +913,9 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
+-- Parameters and variables are qualified (restore.name): an application column of the same
+-- name in a statement would otherwise be taken for the variable, or the variable for it.
+<<restore>>
 DECLARE
     v_stacks bigint;
     v_customers bigint;
@@ -913,40 +925,40 @@ DECLARE
     v_message text;
     v_detail text;
 BEGIN
-    IF p_run_id IS NULL AND p_customer_id IS NULL THEN
+    IF restore.p_run_id IS NULL AND restore.p_customer_id IS NULL THEN
         RAISE EXCEPTION 'adhoc-gc: restore needs a run id or a customer key' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     CREATE TEMPORARY TABLE "adhoc_gc_restoring" ON COMMIT DROP AS
     SELECT "p".*
     FROM "GC Ops"."purged" AS "p"
-    WHERE (p_run_id IS NULL OR "p"."run_id" = p_run_id)
-      AND (p_customer_id IS NULL OR "p"."customer_id" = p_customer_id)
+    WHERE (restore.p_run_id IS NULL OR "p"."run_id" = restore.p_run_id)
+      AND (restore.p_customer_id IS NULL OR "p"."customer_id" = restore.p_customer_id)
       AND "p"."restored_at" IS NULL;
-    SELECT count(*) INTO v_stacks FROM pg_temp."adhoc_gc_restoring";
-    IF v_stacks = 0 THEN
+    SELECT count(*) INTO restore.v_stacks FROM pg_temp."adhoc_gc_restoring";
+    IF restore.v_stacks = 0 THEN
         RAISE EXCEPTION 'adhoc-gc: nothing to restore for run %, customer % (never archived, already restored, or past [retention])',
-            coalesce(p_run_id::text, 'any'), coalesce(p_customer_id, 'any')
+            coalesce(restore.p_run_id::text, 'any'), coalesce(restore.p_customer_id, 'any')
             USING ERRCODE = 'no_data_found';
     END IF;
     BEGIN
         -- Parents first, so the foreign keys hold at every step.
-        v_customers := "GC Ops"."_restore_rows"('"Crm Zone"."Kunden Zq"'::regclass,
+        restore.v_customers := "GC Ops"."_restore_rows"('"Crm Zone"."Kunden Zq"'::regclass,
             (SELECT json_agg("r"."customer") FROM pg_temp."adhoc_gc_restoring" AS "r"));
-        v_locations := "GC Ops"."_restore_rows"('"Außen Zone"."Standort Zq"'::regclass,
+        restore.v_locations := "GC Ops"."_restore_rows"('"Außen Zone"."Standort Zq"'::regclass,
             (SELECT json_agg("row") FROM pg_temp."adhoc_gc_restoring" AS "r", json_array_elements("r"."locations") AS "row"));
-        v_contacts := "GC Ops"."_restore_rows"('"Crm Zone"."kontakte_zq"'::regclass,
+        restore.v_contacts := "GC Ops"."_restore_rows"('"Crm Zone"."kontakte_zq"'::regclass,
             (SELECT json_agg("row") FROM pg_temp."adhoc_gc_restoring" AS "r", json_array_elements("r"."contacts") AS "row"));
     EXCEPTION WHEN unique_violation THEN
-        GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+        GET STACKED DIAGNOSTICS restore.v_message = MESSAGE_TEXT, restore.v_detail = PG_EXCEPTION_DETAIL;
         RAISE EXCEPTION 'adhoc-gc: cannot restore: a key is taken again (%: %); nothing was restored',
-            v_message, v_detail USING ERRCODE = 'unique_violation';
+            restore.v_message, restore.v_detail USING ERRCODE = 'unique_violation';
     END;
     UPDATE "GC Ops"."purged" AS "p"
     SET "restored_at" = now()
     FROM pg_temp."adhoc_gc_restoring" AS "r"
     WHERE "p"."run_id" = "r"."run_id" AND "p"."customer_id" = "r"."customer_id" AND "p"."restored_at" IS NULL;
     DROP TABLE pg_temp."adhoc_gc_restoring";
-    RETURN QUERY SELECT v_stacks, v_customers, v_locations, v_contacts, v_owned;
+    RETURN QUERY SELECT restore.v_stacks, restore.v_customers, restore.v_locations, restore.v_contacts, restore.v_owned;
 END;
 $function$;
 

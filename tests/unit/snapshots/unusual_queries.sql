@@ -143,8 +143,11 @@ ORDER BY "reason", "customer_id"
 SELECT "customer_id", "adhoc", "adhoc_value" FROM "GC Ops"."explain_customer"(%(customer_id)s)
 
 -- name: explain_eligibility
+-- inactive_long_enough tells the two reasons for 'activity' apart: recent activity in the
+-- stack, or a customer row without any activity value (which is never collected).
 SELECT "eligible", "eligible_at", "last_activity_at", "last_login_at", "blocked_by",
-       "location_ids"::text[], "contact_ids"::text[], now() AS "now"
+       "location_ids"::text[], "contact_ids"::text[], now() AS "now",
+       coalesce("last_activity_at" + %(inactivity)s::interval <= now(), false) AS "inactive_long_enough"
 FROM "GC Ops"."eligibility"
 WHERE "customer_id" = %(customer_id)s
 
@@ -156,6 +159,11 @@ SELECT "GC Ops"."_guard_refusal"(%(force)s)
 
 -- name: in_recovery
 SELECT pg_is_in_recovery()
+
+-- name: interval_fits_timestamps
+-- The rules add the intervals to timestamps and subtract them from now(): both must stay
+-- inside PostgreSQL's range ('100000000 years' does not).
+SELECT now() - %(value)s::interval, now() + %(value)s::interval
 
 -- name: interval_is_positive
 SELECT %(value)s::interval > interval '0'
@@ -342,6 +350,9 @@ FROM "GC Ops"."restore"(%(run_id)s, %(customer_id)s)
 
 -- name: role_exists
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s)
+
+-- name: role_schema_usage
+SELECT has_schema_privilege(%(role)s, %(schema)s, 'USAGE')
 
 -- name: role_table_privilege
 SELECT has_table_privilege(%(role)s, format('%%I.%%I', %(schema)s::text, %(table)s::text), %(privilege)s)
