@@ -48,6 +48,15 @@ SELECT * FROM {{ schema|ident }}."_unmapped_foreign_keys"()
 -- name: role_exists
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s)
 
+-- name: current_role_name
+SELECT current_user::text
+
+-- name: role_sees_replica_lag
+-- What _replica_lag asks of the functions' owner: superuser, or a member of
+-- pg_read_all_stats (pg_monitor is one).
+SELECT coalesce((SELECT "rolsuper" FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s), false)
+    OR pg_has_role(%(role)s, 'pg_read_all_stats', 'MEMBER')
+
 -- name: role_schema_usage
 SELECT has_schema_privilege(%(role)s, %(schema)s, 'USAGE')
 
@@ -488,6 +497,17 @@ ORDER BY "dependent", "depends_on"
 
 -- name: uninstall_kept_rows
 SELECT (SELECT count(*) FROM {{ schema|ident }}."runs"), (SELECT count(*) FROM {{ schema|ident }}."purged")
+
+-- name: uninstall_rendered_install
+-- Whether the package's own deployed_mapping() is in the schema (its comment is deploy's,
+-- which an application's function of the same name does not carry).
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_catalog.pg_proc AS "p"
+    JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "p"."pronamespace"
+    WHERE "n"."nspname" = %(schema)s AND "p"."proname" = 'deployed_mapping'
+      AND pg_catalog.obj_description("p"."oid", 'pg_proc') LIKE 'adhoc-gc: %%'
+)
 
 -- name: uninstall_forget_migrations
 -- With --drop-data, where yoyo's tables also record migrations that are not the package's

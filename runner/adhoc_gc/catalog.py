@@ -176,13 +176,21 @@ class RoleProblem:
     table: TableName | None = None
     missing: tuple[str, ...] = ()
     schema: str | None = None
+    member_of: str | None = None  # a role it must be a member of (pg_monitor, for [throttle])
 
     @property
     def role_missing(self) -> bool:
-        return self.table is None and self.schema is None
+        return self.table is None and self.schema is None and self.member_of is None
+
+    @property
+    def subject(self) -> str:
+        return "[throttle].max_replica_lag" if self.key == "throttle" else f"[roles].{self.key}"
 
     @property
     def what(self) -> str:
+        if self.member_of is not None:
+            return (f"role {self.role!r}, which owns the functions, cannot see standby replay lag "
+                    f"(needs {self.member_of}), so every purge would stop")
         if self.schema is not None:
             return f"role {self.role!r} lacks USAGE on schema {self.schema!r}"
         if self.table is None:
@@ -192,6 +200,8 @@ class RoleProblem:
     @property
     def fix(self) -> str:
         role = quote_ident(self.role)
+        if self.member_of is not None:
+            return f"GRANT {self.member_of} TO {role};"
         if self.schema is not None:
             return f"GRANT USAGE ON SCHEMA {quote_ident(self.schema)} TO {role};"
         if self.table is None:
@@ -199,7 +209,7 @@ class RoleProblem:
         return f"GRANT {', '.join(self.missing)} ON {quote_table(self.table)} TO {role};"
 
     def __str__(self) -> str:
-        return f"[roles].{self.key}: {self.what} ({self.fix.rstrip(';')})"
+        return f"{self.subject}: {self.what} ({self.fix.rstrip(';')})"
 
 
 def role_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> list[RoleProblem]:
@@ -214,6 +224,11 @@ def role_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[str,
             problems.append(RoleProblem(key, role))
             if key == "owner":
                 return problems
+    if mapping.throttle.max_replica_lag is not None:
+        # _replica_lag runs as the functions' owner: [roles].owner, else the deploying role.
+        role = roles.owner or conn.execute(queries["current_role_name"]).fetchone()[0]
+        if not conn.execute(queries["role_sees_replica_lag"], {"role": role}).fetchone()[0]:
+            problems.append(RoleProblem("owner" if roles.owner else "throttle", role, member_of="pg_monitor"))
     if not roles.owner:
         return problems
     needs = owner_privileges(mapping)

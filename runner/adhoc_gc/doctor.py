@@ -328,13 +328,11 @@ def _deployment_findings(conn: psycopg.Connection, mapping: Mapping, queries: di
 def _role_findings(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> list[Finding]:
     roles = mapping.roles
     configured = {key: getattr(roles, key) for key in ("owner", "operator", "analyst") if getattr(roles, key)}
-    if not configured:
-        return [Finding("roles", "info", "[roles]", "none set: deploy grants nothing, the package's objects "
-                                                    "belong to the user who deploys")]
-    findings = []
     problems = role_problems(conn, mapping, queries)
-    for p in problems:
-        findings.append(Finding("roles", "problem", f"[roles].{p.key}", p.what, p.fix))
+    findings = [Finding("roles", "problem", p.subject, p.what, p.fix) for p in problems]
+    if not configured:
+        return findings + [Finding("roles", "info", "[roles]", "none set: deploy grants nothing, the package's "
+                                                               "objects belong to the user who deploys")]
     if any(p.key == "owner" and p.role_missing for p in problems):
         return findings  # the owner is missing: nothing else was checked
     troubled = {p.key for p in problems}

@@ -57,10 +57,14 @@ def uninstall(dsn: str, mapping: Mapping, queries: dict[str, str], *, drop_data:
         applied: set[str] = set()
         if conn.execute(queries["yoyo_migration_table_exists"], {"schema": mapping.schema}).fetchone()[0]:
             applied = {row[0] for row in conn.execute(queries["applied_migrations"])}
-        # Deployed here = yoyo recorded one of the package's migrations in this schema. Objects
+        # Deployed here = yoyo recorded one of the package's migrations in this schema, or (see
+        # below) the package's deployed_mapping() is there. Objects
         # that merely share the package's names (a `runs` table, a `restore` function of the
         # application's own) are not the package's, and are never dropped.
-        deployed = bool(applied & set(ours))
+        # A rendered install (`adhoc-gc render | psql`) leaves yoyo empty: there, the package's
+        # own deployed_mapping(), carrying its comment, tells.
+        deployed = bool(applied & set(ours)) or conn.execute(
+            queries["uninstall_rendered_install"], {"schema": mapping.schema}).fetchone()[0]
         # yoyo's tables are shared when they record another project's migrations too.
         shared_yoyo = bool(applied - set(ours))
         own_tables = DATA_TABLES + (() if shared_yoyo else YOYO_TABLES)

@@ -96,7 +96,10 @@ def test_throttling_needs_to_see_the_lag(ref_db, ref_conn, tmp_path):
     try:
         config = tmp_path / "adhoc-gc.toml"
         config.write_text(f"[throttle]\nmax_replica_lag = '10 seconds'\n[roles]\nowner = \"{role}\"\n")
+        # deploy refuses an owner without it (test_roles.py); one revoked since is met here.
+        ref_conn.execute(f'GRANT pg_monitor TO "{role}"')
         deploy_mapping(ref_db, mapping_from_toml(config.read_text()))
+        ref_conn.execute(f'REVOKE pg_monitor FROM "{role}"')
         for _ in range(3):
             add_stack(ref_conn)
         result = run_cli("purge", "--dsn", ref_db, "--config", str(config), "--batch-size", "1")

@@ -60,6 +60,9 @@ SELECT
 -- name: cron_unschedule
 SELECT cron.unschedule("jobid") FROM cron.job WHERE "jobname" = %(job_name)s
 
+-- name: current_role_name
+SELECT current_user::text
+
 -- name: deployed_mapping
 SELECT "fingerprint", "package_version" FROM "GC Ops"."deployed_mapping"()
 
@@ -354,6 +357,12 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s)
 -- name: role_schema_usage
 SELECT has_schema_privilege(%(role)s, %(schema)s, 'USAGE')
 
+-- name: role_sees_replica_lag
+-- What _replica_lag asks of the functions' owner: superuser, or a member of
+-- pg_read_all_stats (pg_monitor is one).
+SELECT coalesce((SELECT "rolsuper" FROM pg_catalog.pg_roles WHERE "rolname" = %(role)s), false)
+    OR pg_has_role(%(role)s, 'pg_read_all_stats', 'MEMBER')
+
 -- name: role_table_privilege
 SELECT has_table_privilege(%(role)s, format('%%I.%%I', %(schema)s::text, %(table)s::text), %(privilege)s)
 
@@ -502,6 +511,17 @@ SELECT "p"."proname"::text, "p"."prokind"::text
 FROM pg_catalog.pg_proc AS "p"
 JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "p"."pronamespace"
 WHERE "n"."nspname" = %(schema)s AND "p"."proname" = ANY (%(routines)s::text[])
+
+-- name: uninstall_rendered_install
+-- Whether the package's own deployed_mapping() is in the schema (its comment is deploy's,
+-- which an application's function of the same name does not carry).
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_catalog.pg_proc AS "p"
+    JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "p"."pronamespace"
+    WHERE "n"."nspname" = %(schema)s AND "p"."proname" = 'deployed_mapping'
+      AND pg_catalog.obj_description("p"."oid", 'pg_proc') LIKE 'adhoc-gc: %%'
+)
 
 -- name: unmapped_foreign_keys
 -- Run by deploy before anything is written (purges call _unmapped_foreign_keys()).
