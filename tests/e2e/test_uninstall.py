@@ -208,6 +208,19 @@ def test_where_never_deployed_the_applications_own_objects_of_the_same_names_sta
             assert conn.execute(f"SELECT id FROM {schema}.purged").fetchall() == [(7,)]
 
 
+def test_an_install_from_rendered_sql_is_uninstalled_too(app_db):
+    """`adhoc-gc render | psql` records no yoyo migrations: deployed_mapping() tells."""
+    from adhoc_gc.deploy import render_deploy_sql
+
+    before = schema_dump(app_db)
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        conn.execute(render_deploy_sql(DEFAULT_MAPPING))
+    result = cli("uninstall", "--drop-data", "--dsn", app_db)
+    assert "uninstalled adhoc-gc from schema 'adhoc_gc'" in result.stdout, result.stdout
+    assert "dropped 5 views" in result.stdout and "dropped tables: runs, purged" in result.stdout, result.stdout
+    assert schema_dump(app_db) == before
+
+
 def test_yoyo_tables_that_another_project_records_in_stay_with_its_rows(app_db, tmp_path):
     """Deployed into a schema where the application keeps its own yoyo migrations: --drop-data
     takes only the package's migrations out of yoyo's tables, and deploy installs again."""

@@ -118,6 +118,26 @@ owner = "{role}"
             conn.execute(f'DROP ROLE "{role}"')
 
 
+def test_throttling_needs_an_owner_that_sees_the_standby_lag(app_db):
+    """[throttle] max_replica_lag reads pg_stat_replication as the functions' owner: deploy
+    refuses an owner that cannot, naming the GRANT, instead of every purge stopping."""
+    role = f"gc_throttled_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}"')
+        conn.execute(f'GRANT SELECT, UPDATE, DELETE, INSERT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    mapping = mapping_from_toml(f'[throttle]\nmax_replica_lag = "30 seconds"\n[roles]\nowner = "{role}"\n')
+    try:
+        with pytest.raises(Exception, match=rf'cannot see standby replay lag.*GRANT pg_monitor TO "{role}"'):
+            deploy_mapping(app_db, mapping)
+        with psycopg.connect(app_db, autocommit=True) as conn:
+            conn.execute(f'GRANT pg_monitor TO "{role}"')
+        deploy_mapping(app_db, mapping)
+    finally:
+        with psycopg.connect(app_db, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
 def test_analyst_reads_the_views_and_cannot_delete(ref_db, ref_conn, roles, tmp_path):
     names, mapping = roles
     stack = add_stack(ref_conn)
