@@ -207,7 +207,12 @@ def _run_locked(
                 # attached, a login): the batch was undone; a new snapshot sees the change.
                 races += 1
                 if races > MAX_RACE_RETRIES:
-                    raise
+                    # The application keeps changing this batch's rows: a smaller batch
+                    # holds fewer of them, and gets its own tries.
+                    if not sizer.halve():
+                        raise
+                    races = 0
+                    progress.batch_size = sizer.size
                 progress.retries += 1
                 progress.note = f"batch undone by a concurrent change ({one_line(exc)}); taking it again"
                 _note(conn, queries, progress, options)
@@ -303,8 +308,9 @@ def _wait_for_replicas(conn, queries, mapping: Mapping, progress: PurgeProgress,
 
 
 THROTTLE_POLL_SECONDS = 1.0
-# How often in a row one batch may be undone by concurrent changes before the run fails: each
-# retry's snapshot sees the change that undid the last one, so more means something is wrong.
+# How often in a row one batch may be undone by concurrent changes before it is halved: each
+# retry's snapshot sees the change that undid the last one. A batch of one undone this often
+# fails the run: something keeps rewriting that stack.
 MAX_RACE_RETRIES = 5
 
 

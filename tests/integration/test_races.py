@@ -81,6 +81,8 @@ import time
 import psycopg
 import pytest
 
+from adhoc_gc.errors import RunFailed
+from adhoc_gc.purge import MAX_RACE_RETRIES
 from helpers import Stack, add_stack, purge, stack_exists
 
 STACKS = 1500  # eligible stacks seeded
@@ -571,3 +573,49 @@ def test_purge_racing_the_application(ref_db, ref_conn, variant, capsys):
     assert during_run > 20, line
     assert 0 < sum(gone) < len(stacks), line
     assert seed_time < first_run_start
+
+
+# --- a batch that keeps being undone ----------------------------------------------------------
+
+def _undo_deletes_of_more_than(conn, rows: int) -> None:
+    """A trigger that fails every DELETE of more than `rows` customers with a serialization
+    failure, as an application rewriting the batch's rows on every try would."""
+    conn.execute(f"""
+        CREATE FUNCTION public.undo_big_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF (SELECT count(*) FROM gone) > {rows} THEN
+                RAISE EXCEPTION 'rewritten meanwhile' USING ERRCODE = '40001';
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER undo_big_deletes AFTER DELETE ON customers
+            REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION public.undo_big_deletes();
+    """)
+
+
+@pytest.mark.parametrize("how", ["runner", "CALL"])
+def test_a_batch_undone_again_and_again_is_halved_until_it_goes_through(ref_db, ref_conn, how):
+    stacks = [add_stack(ref_conn) for _ in range(6)]
+    _undo_deletes_of_more_than(ref_conn, 1)
+    if how == "runner":
+        purge(ref_db, batch_size=8)
+    else:
+        ref_conn.execute("CALL adhoc_gc.purge(batch_size => 8)")
+    assert not any(stack_exists(ref_conn, s) for s in stacks)
+    status, retries = ref_conn.execute("SELECT status, batch_retries FROM adhoc_gc.runs").fetchone()
+    # 8, 4 and 2 are each undone 6 times (5 retries, then halved); 1 goes through.
+    assert status == "succeeded" and retries == 3 * (MAX_RACE_RETRIES + 1), retries
+
+
+@pytest.mark.parametrize("how", ["runner", "CALL"])
+def test_a_batch_of_one_undone_again_and_again_fails_the_run(ref_db, ref_conn, how):
+    stack = add_stack(ref_conn)
+    _undo_deletes_of_more_than(ref_conn, 0)
+    with pytest.raises((RunFailed, psycopg.errors.SerializationFailure)):
+        if how == "runner":
+            purge(ref_db, batch_size=2)
+        else:
+            ref_conn.execute("CALL adhoc_gc.purge(batch_size => 2)")
+    assert stack_exists(ref_conn, stack)
+    status, retries = ref_conn.execute("SELECT status, batch_retries FROM adhoc_gc.runs").fetchone()
+    assert status == "failed" and retries == 2 * MAX_RACE_RETRIES + 1, retries

@@ -1014,6 +1014,7 @@ DECLARE
     v_batch_started timestamptz;
     v_batch_took interval;
     v_races integer := 0;  -- the same batch undone by concurrent changes, in a row
+    v_batch_size integer := "purge"."batch_size";  -- halved when one batch keeps being undone
     v_retries integer := 0;  -- batches taken again, all told (runs.batch_retries)
 BEGIN
     IF pg_catalog.pg_is_in_recovery() THEN
@@ -1089,7 +1090,7 @@ BEGIN
             BEGIN
                 v_batch_started := pg_catalog.clock_timestamp();
                 SELECT * INTO v_batch
-                FROM "adhoc_gc"."purge_batch"(v_run_id, v_after_key, "purge"."batch_size", "purge"."archive");
+                FROM "adhoc_gc"."purge_batch"(v_run_id, v_after_key, v_batch_size, "purge"."archive");
                 -- [guard] statement_timeout, per batch. PostgreSQL arms statement_timeout once
                 -- per statement a client sends (here: the whole CALL), so setting it in here
                 -- could not cut a batch short. A batch that ran longer is undone instead (the
@@ -1109,9 +1110,15 @@ BEGIN
             -- A concurrent change the batch's snapshot did not see undid it (serialization
             -- failure, or a foreign-key violation): take the same batch again in a new
             -- transaction, whose snapshot sees the change; as the runner does, 5 times in a row
-            -- at most.
-            IF v_sqlstate IN ('40001', '23503') AND v_races OPERATOR(pg_catalog.<) 5 THEN
-                v_races := v_races OPERATOR(pg_catalog.+) 1;
+            -- at one size, then at half the size, down to a batch of one.
+            IF v_sqlstate IN ('40001', '23503') AND (v_races OPERATOR(pg_catalog.<) 5
+                                                    OR v_batch_size OPERATOR(pg_catalog.>) 1) THEN
+                IF v_races OPERATOR(pg_catalog.<) 5 THEN
+                    v_races := v_races OPERATOR(pg_catalog.+) 1;
+                ELSE
+                    v_batch_size := v_batch_size OPERATOR(pg_catalog./) 2;
+                    v_races := 0;
+                END IF;
                 v_retries := v_retries OPERATOR(pg_catalog.+) 1;
                 v_error := NULL;
                 v_sqlstate := NULL;
