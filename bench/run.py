@@ -121,7 +121,8 @@ class Bench:
         self.label = size_label(args.customers) + ("-unsafe-fast" if getattr(args, "unsafe_fast", False) else "")
         self.server = None
         self.results: dict = {"customers": args.customers, "label": self.label, "seed": args.seed,
-                              "batch_size": args.batch_size, "measurements": {}}
+                              "batch_size": args.batch_size,
+                              "app_sleep": getattr(args, "app_sleep", None), "measurements": {}}
         self.clone_seconds: list[float] = []
         self.env = dict(os.environ, PYTHONPATH=str(RUNNER) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
@@ -364,57 +365,71 @@ class Bench:
     def floor(self, run_no: int, batch_size: int | None = None) -> dict:
         name = f"bench_floor_{run_no}"
         dsn = self.clone(name)
-        batch_size = batch_size or self.args.batch_size
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                # Untimed: exactly the candidates' rows, grouped into batches of B stacks, as
-                # arrays in a table of the clone (one row per batch, read by primary key).
-                conn.execute(
-                    'CREATE TABLE "public"."bench_floor" AS '
-                    'WITH "c" AS (SELECT "customer_id", "location_ids", "contact_ids", '
-                    f'                    (row_number() OVER (ORDER BY "customer_id") - 1) / {int(batch_size)} AS "batch" '
-                    '             FROM "adhoc_gc"."candidates") '
-                    'SELECT "batch", "b"."customers", coalesce("l"."ids", \'{}\') AS "locations", '
-                    '       coalesce("ct"."ids", \'{}\') AS "contacts" '
-                    'FROM (SELECT "batch", array_agg("customer_id") AS "customers" FROM "c" GROUP BY 1) AS "b" '
-                    'LEFT JOIN (SELECT "batch", array_agg("x") AS "ids" FROM "c", unnest("location_ids") AS "x" '
-                    '           GROUP BY 1) AS "l" USING ("batch") '
-                    'LEFT JOIN (SELECT "batch", array_agg("x") AS "ids" FROM "c", unnest("contact_ids") AS "x" '
-                    '           GROUP BY 1) AS "ct" USING ("batch")')
-                conn.execute('ALTER TABLE "public"."bench_floor" ADD PRIMARY KEY ("batch")')
-                conn.execute('ANALYZE "public"."bench_floor"')
-                batches = [r[0] for r in conn.execute('SELECT "batch" FROM "public"."bench_floor" ORDER BY 1')]
-                durations = []
-                deleted = [0, 0, 0]
+                batches = self.floor_batches(conn, batch_size or self.args.batch_size)
                 cpu_before, self_before = self.server_cpu(), self_cpu()
-                started = time.monotonic()
-                for batch in batches:
-                    batch_started = time.monotonic()
-                    with conn.transaction():
-                        for column, table, index in (("contacts", "contacts", 2), ("locations", "locations", 1),
-                                                     ("customers", "customers", 0)):
-                            deleted[index] += conn.execute(
-                                f'DELETE FROM "public"."{table}" WHERE "id" = ANY ('
-                                f'(SELECT "{column}" FROM "public"."bench_floor" WHERE "batch" = %s)::bigint[])',
-                                (batch,)).rowcount
-                    durations.append(time.monotonic() - batch_started)
-                seconds = time.monotonic() - started
+                result = self.floor_delete(conn, batches)
                 cpu_after, self_after = self.server_cpu(), self_cpu()
-            ordered = sorted(durations) or [0.0]
             return {
                 "loadavg_1m_before": round(self.loadavg_at_clone, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2),
-                "seconds": round(seconds, 3), "batches": len(batches),
+                **result,
                 "server_cpu_seconds": None if cpu_before is None else round(cpu_after - cpu_before, 2),
                 "runner_cpu_seconds": round(self_after - self_before, 2),
-                "customers_deleted": deleted[0], "locations_deleted": deleted[1], "contacts_deleted": deleted[2],
-                "stacks_per_s": round(deleted[0] / seconds, 1), "rows_per_s": round(sum(deleted) / seconds, 1),
-                "ms_per_stack": round(1000 * seconds / max(1, deleted[0]), 4),
-                "batch_seconds": {"p50": round(ordered[int(0.5 * (len(ordered) - 1))], 4),
-                                  "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 4),
-                                  "max": round(ordered[-1], 4)},
             }
         finally:
             self.drop(name)
+
+    @staticmethod
+    def floor_batches(conn: psycopg.Connection, batch_size: int) -> list[int]:
+        """Untimed: exactly the candidates' rows, grouped into batches of B stacks, as arrays in
+        a table of the clone (one row per batch, read by primary key)."""
+        conn.execute(
+            'CREATE TABLE "public"."bench_floor" AS '
+            'WITH "c" AS (SELECT "customer_id", "location_ids", "contact_ids", '
+            f'                    (row_number() OVER (ORDER BY "customer_id") - 1) / {int(batch_size)} AS "batch" '
+            '             FROM "adhoc_gc"."candidates") '
+            'SELECT "batch", "b"."customers", coalesce("l"."ids", \'{}\') AS "locations", '
+            '       coalesce("ct"."ids", \'{}\') AS "contacts" '
+            'FROM (SELECT "batch", array_agg("customer_id") AS "customers" FROM "c" GROUP BY 1) AS "b" '
+            'LEFT JOIN (SELECT "batch", array_agg("x") AS "ids" FROM "c", unnest("location_ids") AS "x" '
+            '           GROUP BY 1) AS "l" USING ("batch") '
+            'LEFT JOIN (SELECT "batch", array_agg("x") AS "ids" FROM "c", unnest("contact_ids") AS "x" '
+            '           GROUP BY 1) AS "ct" USING ("batch")')
+        conn.execute('ALTER TABLE "public"."bench_floor" ADD PRIMARY KEY ("batch")')
+        conn.execute('ANALYZE "public"."bench_floor"')
+        return [r[0] for r in conn.execute('SELECT "batch" FROM "public"."bench_floor" ORDER BY 1')]
+
+    @staticmethod
+    def floor_delete(conn: psycopg.Connection, batches: list[int], deadline: float | None = None) -> dict:
+        """The timed part of the floor: each batch's three DELETEs in one transaction; no batch
+        starts after `deadline` (time.monotonic()), as no purge batch starts after --max-runtime."""
+        durations = []
+        deleted = [0, 0, 0]
+        started = time.monotonic()
+        for batch in batches:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            batch_started = time.monotonic()
+            with conn.transaction():
+                for column, table, index in (("contacts", "contacts", 2), ("locations", "locations", 1),
+                                             ("customers", "customers", 0)):
+                    deleted[index] += conn.execute(
+                        f'DELETE FROM "public"."{table}" WHERE "id" = ANY ('
+                        f'(SELECT "{column}" FROM "public"."bench_floor" WHERE "batch" = %s)::bigint[])',
+                        (batch,)).rowcount
+            durations.append(time.monotonic() - batch_started)
+        seconds = time.monotonic() - started
+        ordered = sorted(durations) or [0.0]
+        return {
+            "seconds": round(seconds, 3), "batches": len(durations),
+            "customers_deleted": deleted[0], "locations_deleted": deleted[1], "contacts_deleted": deleted[2],
+            "stacks_per_s": round(deleted[0] / seconds, 1), "rows_per_s": round(sum(deleted) / seconds, 1),
+            "ms_per_stack": round(1000 * seconds / max(1, deleted[0]), 4),
+            "batch_seconds": {"p50": round(ordered[int(0.5 * (len(ordered) - 1))], 4),
+                              "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 4),
+                              "max": round(ordered[-1], 4)},
+        }
 
     def views(self) -> dict:
         name = "bench_views"
@@ -499,11 +514,10 @@ class Bench:
         saturated rate: an application with headroom, as production servers run)."""
         seconds = self.args.app_seconds
         name = "bench_app"
-        dsn = self.clone(name)
         pgbench = self.server.bindir / "pgbench"
         out: dict = {"seconds": seconds, "clients": self.args.app_clients, "script": "bench/pgbench_app.sql"}
         try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            with psycopg.connect(self.server.dsn(TEMPLATE), autocommit=True) as conn:
                 max_customer, max_location = conn.execute(
                     'SELECT (SELECT max(id) FROM customers), (SELECT max(id) FROM locations)').fetchone()
 
@@ -555,39 +569,69 @@ class Bench:
                         "latency_max_ms": round(latencies[-1], 2) if latencies else None,
                         "returncode": proc.returncode, "stderr": stderr.strip()[-500:]}
 
-            def scenario(tag: str, rate: float | None) -> dict:
+            def under_load(tag: str, rate: float | None, what: str, delete, prepare=None) -> dict:
+                """pgbench on a fresh clone, `delete(conn, dsn, deadline, prepared)` starting 2 s
+                in (`prepare(conn)` before pgbench, untimed); the application's figures counted
+                over the deleter's lifetime."""
+                dsn = self.clone(name)
+                log(f"app load ({tag}): pgbench for {seconds}s, {what} starting 2s in (at most {seconds - 4}s)")
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    prepared = prepare(conn) if prepare else None
+                    proc, logdir = start_pgbench(tag, rate)
+                    time.sleep(2)
+                    started, deadline = time.time(), time.monotonic() + max(1, seconds - 4)
+                    deleted = delete(conn, dsn, deadline, prepared)
+                    ended = time.time()
+                return {"during": summarize(proc, logdir, (started, ended)), "deleted": deleted}
+
+            def purge(*extra: str):
+                def run(conn, dsn, deadline, prepared) -> dict:
+                    argv = [sys.executable, "-m", "adhoc_gc", "purge", "--batch-size", str(self.args.batch_size),
+                            *extra, "--json", "--max-runtime", f"{max(1, seconds - 4)}s", "--dsn", dsn]
+                    done = subprocess.run(argv, check=False, capture_output=True, text=True, env=self.env,
+                                          cwd=PRODUCT)
+                    if done.returncode != 0:
+                        return {"error": done.stderr.strip(), "returncode": done.returncode}
+                    result = json.loads(done.stdout)
+                    return {k: result[k] for k in ("customers_deleted", "seconds", "batches", "batch_seconds")}
+                return run
+
+            def floor(conn, dsn, deadline, batches) -> dict:
+                return self.floor_delete(conn, batches, deadline)
+
+            def floor_prepare(conn) -> list[int]:
+                return self.floor_batches(conn, self.args.batch_size)
+
+            def drop_pct(alone: dict, during: dict) -> float | None:
+                if alone["tps"] and during["tps"]:
+                    return round(100 * (alone["tps"] - during["tps"]) / alone["tps"], 1)
+                return None
+
+            def scenario(tag: str, rate: float | None, also: dict) -> dict:
                 result: dict = {"rate": None if rate is None else round(rate)}
                 pace = "saturated" if rate is None else f"--rate {rate:.0f}"
                 log(f"app load ({tag}): pgbench ({self.args.app_clients} clients, {pace}) alone for {seconds}s")
+                self.clone(name)
                 proc, logdir = start_pgbench(f"{tag}-alone", rate)
                 result["alone"] = summarize(proc, logdir, None)
-                log(f"app load ({tag}): pgbench for {seconds}s, an adhoc-gc purge starting 2s in "
-                    f"(--max-runtime {seconds - 4}s)")
-                proc, logdir = start_pgbench(f"{tag}-purge", rate)
-                time.sleep(2)
-                argv = [sys.executable, "-m", "adhoc_gc", "purge", "--batch-size", str(self.args.batch_size),
-                        "--json", "--max-runtime", f"{max(1, seconds - 4)}s", "--dsn", dsn]
-                purge_started = time.time()
-                purge = subprocess.run(argv, check=False, capture_output=True, text=True, env=self.env,
-                                       cwd=PRODUCT)
-                purge_ended = time.time()
-                result["during_purge"] = summarize(proc, logdir, (purge_started, purge_ended))
-                if purge.returncode != 0:
-                    result["purge"] = {"error": purge.stderr.strip(), "returncode": purge.returncode}
-                else:
-                    done = json.loads(purge.stdout)
-                    result["purge"] = {k: done[k] for k in ("customers_deleted", "seconds", "batches", "batch_seconds")}
-                alone, during = result["alone"]["tps"], result["during_purge"]["tps"]
-                if alone and during:
-                    result["tps_drop_pct"] = round(100 * (alone - during) / alone, 1)
+                loaded = under_load(tag, rate, "an adhoc-gc purge", purge())
+                result["during_purge"], result["purge"] = loaded["during"], loaded["deleted"]
+                result["tps_drop_pct"] = drop_pct(result["alone"], result["during_purge"])
+                # The same application load while something else deletes the same stacks: what
+                # deleting them costs the application anyway (the floor), or a gentler purge.
+                for key, (what, *deleter) in also.items():
+                    loaded = under_load(tag, rate, what, *deleter)
+                    loaded["tps_drop_pct"] = drop_pct(result["alone"], loaded["during"])
+                    result[key] = loaded
                 return result
 
-            # The second scenario gets a fresh clone: the first one's purge deleted the stacks.
-            out["saturated"] = scenario("saturated", None)
-            self.drop(name)
-            dsn = self.clone(name)
+            saturated_also = {"floor": ("the floor's plain DELETEs", floor, floor_prepare)}
+            if self.args.app_sleep:
+                saturated_also["purge_sleep"] = (f"an adhoc-gc purge --sleep {self.args.app_sleep}",
+                                                 purge("--sleep", str(self.args.app_sleep)))
+            out["saturated"] = scenario("saturated", None, saturated_also)
             rate = self.args.app_rate * out["saturated"]["alone"]["tps"]
-            out["paced"] = scenario("paced", rate)
+            out["paced"] = scenario("paced", rate, {})
         finally:
             self.drop(name)
         return out
@@ -807,6 +851,13 @@ def print_table(r: dict) -> None:
                   f"{sc['purge'].get('customers_deleted')} stacks) {sc['during_purge']['tps']} tps, p99 "
                   f"{sc['during_purge']['latency_p99_ms']} ms; TPS drop {sc.get('tps_drop_pct')}%; failed "
                   f"transactions {sc['alone']['failed_whole_run']} / {sc['during_purge']['failed_whole_run']}")
+            for key, what in (("floor", "the floor's DELETEs"), ("purge_sleep", f"a purge --sleep {r['app_sleep']}")):
+                if key in sc:
+                    o = sc[key]
+                    print(f"  the same load during {what} ({o['during']['window_seconds']} s, "
+                          f"{o['deleted'].get('customers_deleted')} stacks): {o['during']['tps']} tps, p99 "
+                          f"{o['during']['latency_p99_ms']} ms; TPS drop {o['tps_drop_pct']}%; failed transactions "
+                          f"{o['during']['failed_whole_run']}")
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -824,6 +875,8 @@ def main(argv=None) -> int:
     parser.add_argument("--app-clients", type=int, default=2)
     parser.add_argument("--app-rate", type=float, default=0.25,
                         help="paced scenario: pgbench --rate at this fraction of the saturated rate (default 0.25)")
+    parser.add_argument("--app-sleep", type=float, metavar="SECONDS",
+                        help="saturated scenario: also a purge with --sleep SECONDS between batches")
     parser.add_argument("--unsafe-fast", action="store_true",
                         help="fsync, synchronous_commit and full_page_writes off, wal_level minimal (CPU and page "
                              "cache only; default: durable, as in production)")
