@@ -596,10 +596,10 @@ class Bench:
                     return {k: result[k] for k in ("customers_deleted", "seconds", "batches", "batch_seconds")}
                 return run
 
-            def floor(conn, dsn, deadline, batches) -> dict:
+            def delete_floor(conn, dsn, deadline, batches) -> dict:
                 return self.floor_delete(conn, batches, deadline)
 
-            def floor_prepare(conn) -> list[int]:
+            def prepare_floor(conn) -> list[int]:
                 return self.floor_batches(conn, self.args.batch_size)
 
             def drop_pct(alone: dict, during: dict) -> float | None:
@@ -625,7 +625,7 @@ class Bench:
                     result[key] = loaded
                 return result
 
-            saturated_also = {"floor": ("the floor's plain DELETEs", floor, floor_prepare)}
+            saturated_also = {"floor": ("the floor's plain DELETEs", delete_floor, prepare_floor)}
             if self.args.app_sleep:
                 saturated_also["purge_sleep"] = (f"an adhoc-gc purge --sleep {self.args.app_sleep}",
                                                  purge("--sleep", str(self.args.app_sleep)))
