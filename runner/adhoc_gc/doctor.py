@@ -11,7 +11,7 @@ Severities: `problem` (exit code 4), `warning`, `info`, `ok`. The checks:
 - `lookup`: the ad-hoc and activity columns need no index (the purge walks the customer key).
 - `statistics`: every mapped table analyzed, and not changed by more than 10% since.
 - `foreign-keys`: the foreign-key audit every purge runs.
-- `deployment`: deployed, and from this mapping.
+- `deployment`: deployed, and from this mapping (warnings: `deploy` fixes them).
 - `pg_cron`: loaded, its extension created, a job scheduled (never a problem: pg_cron is optional).
 - `roles`: the [roles] exist, and the owner holds its privileges on the mapped tables.
 """
@@ -24,6 +24,7 @@ import shlex
 from typing import Iterable
 
 import psycopg
+from psycopg import sql
 
 from . import __version__
 from .catalog import mapping_problems, owner_privileges, role_problems
@@ -135,17 +136,23 @@ def _mapping_findings(mapping: Mapping, mismatches: list[str]) -> list[Finding]:
 
 # --- indexes --------------------------------------------------------------------------------
 
-def _lookup_columns(mapping: Mapping) -> dict[tuple[TableName, str], list[str]]:
-    """(table, column) -> the mapping entries the purge looks rows up by it for."""
-    columns: dict[tuple[TableName, str], list[str]] = {}
+def _lookup_columns(mapping: Mapping) -> dict[tuple[TableName, str], tuple[list[str], tuple[TableName, str]]]:
+    """(table, column) -> the mapping entries the purge looks rows up by it for, and the
+    (table, key) whose values it is compared with."""
+    columns: dict[tuple[TableName, str], tuple[list[str], tuple[TableName, str]]] = {}
+
+    def key_of(part: str) -> tuple[TableName, str]:
+        section = getattr(mapping, part)
+        return section.table, section.key
+
     entries = [
-        (mapping.location.table, mapping.location.customer, "[location].customer"),
-        (mapping.contact.table, mapping.contact.location, "[contact].location"),
-        *((b.table, b.column, f"[[blockers]] {b.name}") for b in mapping.blockers),
-        *((o.table, o.column, f"[[owned]] {o.name}") for o in mapping.owned),
+        (mapping.location.table, mapping.location.customer, "[location].customer", key_of("customer")),
+        (mapping.contact.table, mapping.contact.location, "[contact].location", key_of("location")),
+        *((b.table, b.column, f"[[blockers]] {b.name}", key_of(b.references)) for b in mapping.blockers),
+        *((o.table, o.column, f"[[owned]] {o.name}", key_of(o.references)) for o in mapping.owned),
     ]
-    for table, column, label in entries:
-        columns.setdefault((table, column), []).append(label)
+    for table, column, label, key in entries:
+        columns.setdefault((table, column), ([], key))[0].append(label)
     return columns
 
 
@@ -154,23 +161,77 @@ def _indexes(conn: psycopg.Connection, queries: dict[str, str], table: TableName
                         {"schema": table.schema, "table": table.name, "column": column}).fetchall()
 
 
+def _lookup_served(conn: psycopg.Connection, queries: dict[str, str], table: TableName, column: str,
+                   key: tuple[TableName, str]) -> tuple[bool | None, str | None]:
+    """Whether the planner serves the lookup `column = key` on `table` from an index (on every
+    partition of a partitioned table), and the condition it filters by where it does not:
+    what the catalog cannot tell, as another collation, operator class or type than the
+    comparison needs. (None, None) when the plan cannot be had (no SELECT privilege)."""
+    statement = sql.SQL(queries["doctor_lookup_plan"]).format(
+        table=sql.SQL(quote_table(table)), column=sql.Identifier(column),
+        key_table=sql.SQL(quote_table(key[0])), key=sql.Identifier(key[1]))
+    try:
+        # Rolled back: SET LOCAL would otherwise last for the rest of the doctor's transaction.
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL enable_seqscan = off")
+            plan = conn.execute(statement).fetchone()[0][0]["Plan"]
+    except psycopg.Error:
+        return None, None
+
+    def unserved(node: dict, outer_filter: str | None = None) -> str | None:
+        """The filter of the first scan in `node` that no index condition narrows (a bitmap
+        scan's is on its heap scan, above it)."""
+        if node.get("Parent Relationship") in ("InitPlan", "SubPlan"):
+            return None
+        found_filter = node.get("Filter") or outer_filter
+        if node["Node Type"] == "Seq Scan" or (
+                node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+                and "Index Cond" not in node):
+            return found_filter or node["Node Type"]
+        for child in node.get("Plans", ()):
+            found = unserved(child, found_filter)
+            if found:
+                return found
+        return None
+
+    condition = unserved(plan)
+    return condition is None, condition
+
+
 def _index_findings(conn: psycopg.Connection, mapping: Mapping, queries: dict[str, str]) -> list[Finding]:
     findings = []
-    for (table, column), labels in _lookup_columns(mapping).items():
+    for (table, column), (labels, key) in _lookup_columns(mapping).items():
         subject = f"{table} ({column})"
         uses = ", ".join(labels)
         rows = _indexes(conn, queries, table, column)
         usable = [name for name, _, _, _, _, ok in rows if ok]
-        if usable:
-            findings.append(Finding("index", "ok", subject, f'index "{usable[0]}" ({uses})'))
-            continue
         partitioned = conn.execute(queries["table_kind"], {"schema": table.schema, "table": table.name}
                                    ).fetchone()[0] == "p"
+        served_by = f'index "{usable[0]}"' if usable else None
+        if not usable and partitioned:
+            leaves = [TableName(schema, name) for schema, name in conn.execute(
+                queries["doctor_leaf_partitions"], {"schema": table.schema, "table": table.name})]
+            if leaves and all(any(row[-1] for row in _indexes(conn, queries, leaf, column)) for leaf in leaves):
+                served_by = f"an index on each of its {_plural(len(leaves), 'partition')}"
+        # The catalog finds the index; the planner says whether the purge's comparison can use it.
+        served, condition = _lookup_served(conn, queries, table, column, key) if served_by else (None, None)
+        if served_by and served is not False:
+            findings.append(Finding("index", "ok", subject, f"{served_by} ({uses})"))
+            continue
         create = (f"CREATE INDEX {'' if partitioned else 'CONCURRENTLY '}"
                   f"{quote_ident(index_name(table, column, 'adhoc_gc_idx'))} "
                   f"ON {quote_table(table)} ({quote_ident(column)});")
         invalid = [name for name, _, _, valid, _, _ in rows if not valid]
-        if invalid:
+        if served_by:
+            # An index the catalog finds fit, that the comparison cannot use.
+            message = f"{served_by} cannot serve the purge's lookup {condition} ({uses}): each batch scans {table}"
+            if "::" in condition.partition(" = ")[0]:
+                message += f" (the column is cast: its type is not that of {key[0]}.{key[1]})"
+                fix = f"give {table}.{column} the type of {key[0]}.{key[1]}"
+            else:
+                message += " (the index's collation or operator class is not the column's)"
+                fix = create
+        elif invalid:
             message = (f'index "{invalid[0]}" is INVALID (a CREATE INDEX CONCURRENTLY that failed) and never used: '
                        f"each batch scans {table} for {uses}")
             fix = f"DROP INDEX CONCURRENTLY {quote_ident(table.schema)}.{quote_ident(invalid[0])}; {create}"
@@ -311,13 +372,16 @@ def _deployment_findings(conn: psycopg.Connection, mapping: Mapping, queries: di
         row = None
     except psycopg.errors.InsufficientPrivilege as exc:
         return [Finding("deployment", "warning", subject, f"cannot tell whether it is deployed: {one_line(exc)}")]
+    # Warnings, not problems: `deploy` is their fix, and a pipeline gating its deploy on
+    # doctor's exit code must get past them to run it.
     if row is None:
-        return [Finding("deployment", "problem", subject, "adhoc-gc is not deployed here", deploy)]
+        return [Finding("deployment", "warning", subject, "adhoc-gc is not deployed here", deploy)]
     fingerprint, version = row
     if fingerprint != mapping.fingerprint():
-        return [Finding("deployment", "problem", subject,
+        return [Finding("deployment", "warning", subject,
                         f"deployed from another mapping (fingerprint {fingerprint}, this mapping "
-                        f"{mapping.fingerprint()}): purges refuse to run", deploy)]
+                        f"{mapping.fingerprint()}): purges with this mapping refuse to run until it is deployed",
+                        deploy)]
     if version != __version__:
         return [Finding("deployment", "warning", subject,
                         f"deployed by adhoc-gc {version}, this is adhoc-gc {__version__}", deploy)]

@@ -104,6 +104,22 @@ JOIN pg_catalog.pg_attribute AS "a" ON "a"."attrelid" = "c"."oid" AND "a"."attnu
 WHERE "n"."nspname" = %(schema)s AND "c"."relname" = %(table)s AND "a"."attname" = %(column)s
 ORDER BY "i"."indisvalid" DESC, "i"."indpred" IS NULL DESC, "i"."indnkeyatts", "ic"."relname"
 
+-- name: doctor_leaf_partitions
+-- The partitions holding a partitioned table's rows, at any depth.
+SELECT "n"."nspname"::text, "c"."relname"::text
+FROM pg_catalog.pg_partition_tree(format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass) AS "t"
+JOIN pg_catalog.pg_class AS "c" ON "c"."oid" = "t"."relid"
+JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
+WHERE "t"."isleaf"
+ORDER BY 1, 2
+
+-- name: doctor_lookup_plan
+-- The plan of one of the purge's lookups, compared as the rules compare it (the looked-up
+-- column equal to a key value), with sequential scans priced out: whether an index, or one on
+-- every partition, serves it. The identifiers are composed in by doctor.py (psycopg.sql).
+EXPLAIN (FORMAT JSON)
+SELECT 1 FROM {table} AS "blocker" WHERE "blocker".{column} = (SELECT "k".{key} FROM {key_table} AS "k" LIMIT 1)
+
 -- name: doctor_table_statistics
 -- The planner's statistics on one table: when last analyzed (NULL: never), rows changed
 -- since, its row estimate (-1: never counted), and whether it (or a partition) holds data.
