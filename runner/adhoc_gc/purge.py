@@ -223,7 +223,8 @@ def _run_locked(
                 break
             seconds = time.monotonic() - batch_started
             progress.batch_seconds.append(seconds)
-            sizer.observe(seconds, full=examined >= sizer.size)
+            full = examined >= sizer.size  # a batch short of its size reached the last candidate
+            sizer.observe(seconds, full=full)
             progress.batch_size = sizer.size
             progress.note = None
             after_key = next_after_key
@@ -234,8 +235,11 @@ def _run_locked(
             progress.contacts += contacts
             if on_batch:
                 on_batch(progress)
-            if options.sleep:
-                time.sleep(options.sleep)
+            more = full and (options.max_batches is None or progress.batches < options.max_batches)
+            if options.sleep and more:
+                # Only between batches, and never past --max-runtime.
+                time.sleep(options.sleep if deadline is None else max(0.0, min(options.sleep,
+                                                                               deadline - time.monotonic())))
     except KeyboardInterrupt as exc:
         _finish(conn, queries, progress, "failed", str(exc) if isinstance(exc, Terminated) else "interrupted")
         raise

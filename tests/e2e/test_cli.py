@@ -369,6 +369,26 @@ def test_purge_with_max_runtime_and_sleep(ref_db, ref_conn):
     assert 1 <= result["batches"] < 3
 
 
+def test_sleep_pauses_only_between_batches_and_never_past_max_runtime(ref_db, ref_conn):
+    for _ in range(3):
+        add_stack(ref_conn, age="30 days")
+
+    def timed(*args: str) -> tuple[dict, float]:
+        started = time.monotonic()
+        result = json.loads(cli("purge", "--dsn", ref_db, "--json", *args).stdout)
+        return result, time.monotonic() - started
+
+    # One batch allowed: no pause after it.
+    result, took = timed("--batch-size", "1", "--sleep", "30", "--max-batches", "1")
+    assert result["batches"] == 1 and took < 15, took
+    # The pause is cut short where --max-runtime ends.
+    result, took = timed("--batch-size", "1", "--sleep", "30", "--max-runtime", "2s")
+    assert result["batches"] == 1 and took < 15, took
+    # The last candidates' batch (short of its size): no pause after it either.
+    result, took = timed("--batch-size", "5", "--sleep", "30")
+    assert result["customers_deleted"] == 1 and took < 15, took
+
+
 @pytest.mark.parametrize("signum, said", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")],
                          ids=["SIGINT", "SIGTERM"])
 def test_interrupted_purge_is_recorded_and_reported_on_one_line(ref_db, ref_conn, signum, said):

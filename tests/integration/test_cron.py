@@ -33,6 +33,21 @@ def test_call_purge_commits_each_batch_and_records_the_run(ref_db, ref_conn):
     assert _runs(ref_conn) == [(1, "succeeded", "sql", 3, 9, None)]
 
 
+def test_call_purge_pauses_only_between_batches_and_never_past_max_runtime(ref_conn):
+    for _ in range(3):
+        add_stack(ref_conn)
+    started = time.monotonic()
+    ref_conn.execute("CALL adhoc_gc.purge(batch_size => 1, pause => interval '30 seconds', "
+                     "max_runtime => interval '2 seconds')")
+    assert time.monotonic() - started < 15
+    assert _runs(ref_conn)[-1][1:5] == ("succeeded", "sql", 1, 1)
+    # The last two in one batch short of its size: no pause after it.
+    started = time.monotonic()
+    ref_conn.execute("CALL adhoc_gc.purge(batch_size => 5, pause => interval '30 seconds')")
+    assert time.monotonic() - started < 15
+    assert _runs(ref_conn)[-1][1:5] == ("succeeded", "sql", 1, 2)
+
+
 def test_call_purge_stops_at_max_batches(ref_conn):
     for _ in range(5):
         add_stack(ref_conn)

@@ -1076,9 +1076,18 @@ BEGIN
         -- the batch's snapshot is taken after them. In a block, so that a cancel there is
         -- handled like one during a batch.
         BEGIN
+            -- Only between batches: not after one short of its size (it reached the last
+            -- candidate), and never past max_runtime.
             IF v_batches OPERATOR(pg_catalog.>) 0 AND v_races OPERATOR(pg_catalog.=) 0
                AND "purge"."pause" OPERATOR(pg_catalog.>) interval '0' THEN
-                PERFORM pg_catalog.pg_sleep_for("purge"."pause");
+                -- (nested: v_batch is unassigned before the first batch, and SQL does not
+                -- promise to stop at a false AND)
+                IF v_batch."examined" OPERATOR(pg_catalog.>=) v_batch_size THEN
+                    PERFORM pg_catalog.pg_sleep_for(CASE WHEN v_deadline IS NULL THEN "purge"."pause"
+                        ELSE LEAST("purge"."pause", v_deadline OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) END);
+                    v_out_of_time := v_deadline IS NOT NULL
+                                     AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_deadline;
+                END IF;
             END IF;
         EXCEPTION WHEN OTHERS OR query_canceled THEN
             GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_sqlstate = RETURNED_SQLSTATE;
