@@ -66,6 +66,10 @@ SELECT has_table_privilege(%(role)s, format('%%I.%%I', %(schema)s::text, %(table
 -- name: interval_is_positive
 SELECT %(value)s::interval > interval '0'
 
+-- name: interval_milliseconds
+-- An interval as the whole milliseconds the batches set a timeout to (rounded, as they do).
+SELECT (extract(epoch FROM %(value)s::interval) * 1000)::bigint
+
 -- name: interval_fits_timestamps
 -- The rules add the intervals to timestamps and subtract them from now(): both must stay
 -- inside PostgreSQL's range ('100000000 years' does not).

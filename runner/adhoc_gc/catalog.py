@@ -20,6 +20,7 @@ KEY_TYPE_GROUPS = {
     "text": "text", "varchar": "text", "bpchar": "text",
 }
 TIME_TYPES = {"timestamptz", "timestamp", "date"}
+MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL's lock_timeout and statement_timeout: an int of milliseconds
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,20 @@ def mapping_problems(conn: psycopg.Connection, mapping: Mapping, queries: dict[s
                 conn.execute(queries["interval_fits_timestamps"], {"value": value})
         except psycopg.errors.DataError:
             problems.append(f"{key}: {value!r} is too long: now() minus it is outside PostgreSQL's timestamps")
+
+    # The batches set these as lock_timeout and statement_timeout, in whole milliseconds:
+    # 0 would turn the guard off, and PostgreSQL takes at most MAX_TIMEOUT_MS.
+    for key, value in (("[guard].lock_timeout", mapping.guard.lock_timeout),
+                       ("[guard].statement_timeout", mapping.guard.statement_timeout)):
+        try:
+            with conn.transaction():
+                milliseconds = conn.execute(queries["interval_milliseconds"], {"value": value}).fetchone()[0]
+        except psycopg.errors.DataError as exc:
+            problems.append(f"{key}: {value!r} is not a PostgreSQL interval ({exc.diag.message_primary})")
+            continue
+        if not 1 <= milliseconds <= MAX_TIMEOUT_MS:
+            problems.append(f"{key}: {value!r} must be from 1 millisecond to {MAX_TIMEOUT_MS} milliseconds "
+                            "(about 24 days): it is set as a PostgreSQL timeout")
     return problems
 
 

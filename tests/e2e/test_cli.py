@@ -131,6 +131,12 @@ def test_deploy_then_deploy_again(app_db):
                  ["public.kunden"], id="custom-schema"),
     pytest.param('[policy]\ninactivity = "100000000 years"\n',
                  ["[policy].inactivity", "'100000000 years' is too long"], id="interval-past-the-timestamps"),
+    pytest.param('[guard]\nstatement_timeout = "30 days"\n',
+                 ["[guard].statement_timeout", "'30 days' must be from 1 millisecond to 2147483647 milliseconds"],
+                 id="timeout-past-postgresql-timeouts"),
+    pytest.param('[guard]\nlock_timeout = "0.4 milliseconds"\n',
+                 ["[guard].lock_timeout", "'0.4 milliseconds' must be from 1 millisecond"],
+                 id="timeout-that-would-round-to-none"),
 ])
 def test_deploy_refuses_a_mapping_that_does_not_match_and_creates_nothing(app_db, tmp_path, toml, names):
     before = schemas(app_db)

@@ -187,6 +187,10 @@ SELECT now() - %(value)s::interval, now() + %(value)s::interval
 -- name: interval_is_positive
 SELECT %(value)s::interval > interval '0'
 
+-- name: interval_milliseconds
+-- An interval as the whole milliseconds the batches set a timeout to (rounded, as they do).
+SELECT (extract(epoch FROM %(value)s::interval) * 1000)::bigint
+
 -- name: list_runs
 SELECT "id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
        "customers_deleted", "locations_deleted", "contacts_deleted", "error"
