@@ -571,6 +571,8 @@ def cmd_status(args) -> int:
             print(f"    {_fmt(r['start_time'])}  {r['status']:<10} {r['return_message'] or ''}")
         if not result["cron_runs"]:
             print("    none yet")
+    elif result["cron_unavailable"]:
+        print(f"no pg_cron job: {result['cron_unavailable']}")
     else:
         print(f"no pg_cron job {result['job_name']!r} (cron database {result['cron_database']!r})")
     print("last purge runs:")

@@ -128,19 +128,29 @@ def unschedule(dsn: str, mapping: Mapping, queries: dict[str, str], job_name: st
 
 
 def status(dsn: str, mapping: Mapping, queries: dict[str, str], job_name: str | None, limit: int = 5) -> dict:
+    """The pg_cron job and the last runs; without pg_cron (a runner-only install), the runs
+    and what pg_cron lacks (`cron_unavailable`), not an error."""
     with connect(dsn) as conn:
-        place = locate_cron(conn, dsn, queries)
+        try:
+            place = locate_cron(conn, dsn, queries)
+            unavailable = None
+        except ConfigError as exc:
+            place, unavailable = None, str(exc)
         runs = conn.execute(queries["list_runs"], {"limit": limit}).fetchall()
+    run_columns = ["id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
+                   "customers_deleted", "locations_deleted", "contacts_deleted", "error"]
+    runs = [dict(zip(run_columns, r)) for r in runs]
+    if place is None:
+        return {"job_name": job_name, "cron_database": None, "scheduled": False, "cron_unavailable": unavailable,
+                "runs": runs}
     name = job_name or default_job_name(place.target_database, mapping)
     with connect(place.dsn) as cron_conn:
         job = cron_conn.execute(queries["cron_job"], {"job_name": name}).fetchone()
         cron_runs = []
         if job:
             cron_runs = cron_conn.execute(queries["cron_job_runs"], {"jobid": job[0], "limit": limit}).fetchall()
-    run_columns = ["id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
-                   "customers_deleted", "locations_deleted", "contacts_deleted", "error"]
     result: dict = {"job_name": name, "cron_database": place.database, "scheduled": job is not None,
-                    "runs": [dict(zip(run_columns, r)) for r in runs]}
+                    "cron_unavailable": None, "runs": runs}
     if job:
         jobid, _, cron, command, database, username, active = job
         result.update(jobid=jobid, schedule=cron, command=command, database=database, username=username,

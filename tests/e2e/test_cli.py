@@ -366,6 +366,18 @@ def test_runs_before_any_run(ref_db):
     assert json.loads(cli("runs", "--dsn", ref_db, "--json").stdout) == []
 
 
+def test_status_without_pg_cron_lists_the_runs(ref_db, ref_conn):
+    # The test server does not load pg_cron: a runner-only install.
+    add_stack(ref_conn, age="30 days")
+    cli("purge", "--dsn", ref_db, "--quiet")
+    text = cli("status", "--dsn", ref_db).stdout
+    assert text.startswith("no pg_cron job: pg_cron is not loaded: add to postgresql.conf")
+    assert "last purge runs:" in text and "succeeded" in text and "1 customers" in text
+    report = json.loads(cli("status", "--dsn", ref_db, "--json").stdout)
+    assert report["scheduled"] is False and report["cron_unavailable"].startswith("pg_cron is not loaded")
+    assert [r["status"] for r in report["runs"]] == ["succeeded"]
+
+
 def test_purge_with_max_runtime_and_sleep(ref_db, ref_conn):
     for _ in range(3):
         add_stack(ref_conn, age="30 days")
