@@ -185,8 +185,10 @@ ORDER BY "customer_id"
 LIMIT %(limit)s
 
 -- name: list_runs
+-- The last runs, newest first; read by name (adhoc_gc.purge.fetch_runs).
 SELECT "id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
-       "customers_deleted", "locations_deleted", "contacts_deleted", "error"
+       "customers_deleted", "locations_deleted", "contacts_deleted", "error",
+       "max_batches", "max_runtime", "archive", "target_batch_seconds", "batch_retries", "throttled_seconds"
 FROM {{ schema|ident }}."runs"
 ORDER BY "id" DESC
 LIMIT %(limit)s

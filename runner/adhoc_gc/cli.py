@@ -388,13 +388,12 @@ def cmd_purge(args) -> int:
 def cmd_runs(args) -> int:
     mapping, dsn, queries = _setup(args)
     with connect(dsn) as conn:
+        from .purge import fetch_runs
+
         try:
-            rows = conn.execute(queries["list_runs"], {"limit": args.limit}).fetchall()
+            runs = fetch_runs(conn, queries, args.limit)
         except psycopg.errors.UndefinedTable:
             raise ConfigError(f"adhoc-gc is not deployed in schema {mapping.schema!r}: run `adhoc-gc deploy` first") from None
-    columns = ["id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
-               "customers_deleted", "locations_deleted", "contacts_deleted", "error"]
-    runs = [dict(zip(columns, row)) for row in rows]
     if args.json:
         _print_json(runs)
         return EXIT_OK
@@ -402,10 +401,11 @@ def cmd_runs(args) -> int:
         print("no runs yet")
         return EXIT_OK
     print(f"{'id':>5}  {'started':<19}  {'status':<9}  {'trigger':<8}  {'batches':>7}  {'customers':>9}  "
-          f"{'locations':>9}  {'contacts':>8}  error")
+          f"{'locations':>9}  {'contacts':>8}  {'retries':>7}  {'throttled':>9}  error")
     for r in runs:
         print(f"{r['id']:>5}  {_fmt(r['started_at']):<19}  {r['status']:<9}  {r['trigger']:<8}  {r['batches']:>7}  "
-              f"{r['customers_deleted']:>9}  {r['locations_deleted']:>9}  {r['contacts_deleted']:>8}  {r['error'] or ''}")
+              f"{r['customers_deleted']:>9}  {r['locations_deleted']:>9}  {r['contacts_deleted']:>8}  "
+              f"{r['batch_retries']:>7}  {r['throttled_seconds']:>8.0f}s  {r['error'] or ''}")
     return EXIT_OK
 
 

@@ -311,6 +311,14 @@ def _wait_for_replicas(conn, queries, mapping: Mapping, progress: PurgeProgress,
     return deadline is None or time.monotonic() < deadline
 
 
+
+def fetch_runs(conn: psycopg.Connection, queries: dict[str, str], limit: int) -> list[dict]:
+    """The last `limit` runs, newest first, each as a dict of the runs table's columns."""
+    cursor = conn.execute(queries["list_runs"], {"limit": limit})
+    names = [column.name for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
 THROTTLE_POLL_SECONDS = 1.0
 # How often in a row one batch may be undone by concurrent changes before it is halved: each
 # retry's snapshot sees the change that undid the last one. A batch of one undone this often

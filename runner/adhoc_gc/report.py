@@ -42,7 +42,7 @@ import psycopg
 from . import __version__
 from .db import connect
 from .mapping import Mapping
-from .purge import check_deployed
+from .purge import check_deployed, fetch_runs
 
 LAST_RUNS = 5
 FUNNEL_STAGES = ("adhoc_customers", "inactive", "free_of_blockers", "eligible_now")
@@ -75,7 +75,7 @@ def build_report(dsn: str, mapping: Mapping, queries: dict[str, str]) -> dict[st
             behind_rows = conn.execute(queries["report_backlog_behind"]).fetchall()
             forecast_rows = conn.execute(queries["report_forecast"]).fetchall()
             hold_rows = conn.execute(queries["report_holds"]).fetchall()
-            run_rows = conn.execute(queries["list_runs"], {"limit": LAST_RUNS}).fetchall()
+            run_rows = fetch_runs(conn, queries, LAST_RUNS)
     return assemble(
         mapping=mapping, as_of=as_of, time_zone=time_zone, database=database, funnel_row=funnel_row,
         purged_rows=purged_rows, per_day_rows=per_day_rows, behind_rows=behind_rows,
@@ -113,9 +113,7 @@ def assemble(*, mapping: Mapping, as_of, time_zone, database, funnel_row, purged
     holds = [{"reason": reason, "kind": "time rule" if reason in TIME_RULES else "blocker",
               "customers": int(customers), "percent_of_adhoc": float(percent or 0)}
              for reason, customers, percent in hold_rows]
-    columns = ["id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
-               "customers_deleted", "locations_deleted", "contacts_deleted", "error"]
-    runs = [dict(zip(columns, row)) for row in run_rows]
+    runs = list(run_rows)
     policy = mapping.policy
     login_rule = bool(policy.login_rule and mapping.contact.last_login)
     return {

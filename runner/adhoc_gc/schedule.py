@@ -136,10 +136,9 @@ def status(dsn: str, mapping: Mapping, queries: dict[str, str], job_name: str | 
             unavailable = None
         except ConfigError as exc:
             place, unavailable = None, str(exc)
-        runs = conn.execute(queries["list_runs"], {"limit": limit}).fetchall()
-    run_columns = ["id", "started_at", "finished_at", "status", "trigger", "batch_size", "batches",
-                   "customers_deleted", "locations_deleted", "contacts_deleted", "error"]
-    runs = [dict(zip(run_columns, r)) for r in runs]
+        from .purge import fetch_runs
+
+        runs = fetch_runs(conn, queries, limit)
     if place is None:
         return {"job_name": job_name, "cron_database": None, "scheduled": False, "cron_unavailable": unavailable,
                 "runs": runs}

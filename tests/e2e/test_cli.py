@@ -366,6 +366,19 @@ def test_runs_before_any_run(ref_db):
     assert json.loads(cli("runs", "--dsn", ref_db, "--json").stdout) == []
 
 
+def test_runs_shows_how_a_run_was_paced(ref_db, ref_conn):
+    add_stack(ref_conn, age="30 days")
+    cli("purge", "--dsn", ref_db, "--quiet", "--no-archive", "--max-runtime", "1m", "--target-batch-seconds", "0.5")
+    (run,) = json.loads(cli("runs", "--dsn", ref_db, "--json").stdout)
+    assert {key: run[key] for key in ("archive", "max_runtime", "max_batches", "target_batch_seconds",
+                                      "batch_retries", "throttled_seconds")} == {
+        "archive": False, "max_runtime": 60.0, "max_batches": None, "target_batch_seconds": 0.5,
+        "batch_retries": 0, "throttled_seconds": 0.0}
+    header, row = cli("runs", "--dsn", ref_db).stdout.splitlines()
+    assert header.split()[-3:] == ["retries", "throttled", "error"]
+    assert row.split()[-2:] == ["0", "0s"]
+
+
 def test_status_without_pg_cron_lists_the_runs(ref_db, ref_conn):
     # The test server does not load pg_cron: a runner-only install.
     add_stack(ref_conn, age="30 days")
