@@ -21,9 +21,9 @@ from . import __version__
 from .db import connect, one_line
 from .errors import EXIT_FAILURE, EXIT_OK, AdhocGcError, ConfigError, RunFailed, Terminated
 from .mapping import Mapping, load_mapping, resolve_dsn
-from .progress import TerminalLine
+from .progress import LogLines, TerminalLine
 from .progress import choose as choose_progress
-from .purge import PurgeOptions, run_purge
+from .purge import PurgeOptions, PurgeProgress, run_purge
 from .render import render_queries
 from .streams import GuardedStream
 
@@ -365,24 +365,41 @@ def cmd_purge(args) -> int:
             total = conn.execute(queries["count_candidates"]).fetchone()[0]
             conn.commit()
             reporter = TerminalLine(total)
-        progress = run_purge(conn, mapping, queries, options, on_batch=reporter,
-                             on_start=reporter.started if reporter else None)
+        try:
+            progress = run_purge(conn, mapping, queries, options, on_batch=reporter,
+                                 on_start=reporter.started if reporter else None)
+        except (AdhocGcError, KeyboardInterrupt) as exc:
+            # A run that ended otherwise: said as a result too (the error line follows).
+            status = getattr(exc, "run_status", None)
+            if status:
+                ended = getattr(exc, "progress", None)  # a started run: its status and error recorded
+                if ended is None:  # skipped or refused before it started
+                    ended = PurgeProgress(run_id=exc.run_id, status=status, error=str(exc))
+                if isinstance(reporter, LogLines) and reporter.json:  # text logs have the error line
+                    reporter.finished(ended)
+                if args.json:
+                    _print_json(_purge_result(ended))
+            raise
         if reporter:
             reporter.finished(progress)
-    result = {
-        "run_id": progress.run_id, "status": progress.status, "batches": progress.batches,
-        "customers_deleted": progress.customers, "locations_deleted": progress.locations,
-        "contacts_deleted": progress.contacts, "seconds": round(progress.elapsed, 3),
-        "batch_seconds": progress.batch_stats(),
-        "batch_retries": progress.retries, "throttled_seconds": progress.throttled_seconds,
-    }
     if args.json:
-        _print_json(result)
+        _print_json(_purge_result(progress))
     elif not args.quiet:
         print(f"run {progress.run_id} {progress.status}: {progress.customers} customers, "
               f"{progress.locations} locations, {progress.contacts} contacts deleted "
               f"in {progress.batches} batches ({progress.elapsed:.1f}s)")
     return EXIT_OK
+
+
+def _purge_result(progress: PurgeProgress) -> dict:
+    return {
+        "run_id": progress.run_id, "status": progress.status, "batches": progress.batches,
+        "customers_deleted": progress.customers, "locations_deleted": progress.locations,
+        "contacts_deleted": progress.contacts, "seconds": round(progress.elapsed, 3),
+        "batch_seconds": progress.batch_stats(),
+        "batch_retries": progress.retries, "throttled_seconds": progress.throttled_seconds,
+        "error": progress.error,
+    }
 
 
 def cmd_runs(args) -> int:

@@ -9,9 +9,18 @@ EXIT_DOCTOR_FOUND_PROBLEMS = 4  # `adhoc-gc doctor` found at least one problem (
 
 
 class AdhocGcError(Exception):
-    """An error reported to the user as one line, with an exit code."""
+    """An error reported to the user as one line, with an exit code. A purge that ended
+    unsuccessfully also says how (`run_status`), as which run (`run_id`, None where none was
+    recorded) and what it had done (`progress`), for `purge --json` and the log lines."""
 
     exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, run_status: str | None = None, run_id: int | None = None,
+                 progress=None):
+        super().__init__(message)
+        self.run_status = run_status
+        self.run_id = run_id
+        self.progress = progress
 
 
 class ConfigError(AdhocGcError):

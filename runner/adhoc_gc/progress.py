@@ -52,10 +52,10 @@ class LogLines:
         self.last = 0.0
         self.last_note: str | None = None
 
-    def _emit(self, event: str, message: str, **fields) -> None:
+    def _emit(self, event: str, message: str, level: str = "info", **fields) -> None:
         if self.json:
             record = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-                      "level": "info", "event": event, "message": message, **fields}
+                      "level": level, "event": event, "message": message, **fields}
             self.stream.write(json.dumps(record) + "\n")
         else:
             stamp = dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -79,8 +79,13 @@ class LogLines:
         self._emit("run_progress", message, **_fields(p))
 
     def finished(self, p: PurgeProgress) -> None:
-        self._emit("run_finished", f"run {p.run_id} {p.status}: {p.customers} customers, {p.locations} locations, "
-                   f"{p.contacts} contacts deleted in {p.batches} batches ({p.elapsed:.1f}s)", **_fields(p))
+        """The end of a run, also of one that failed, was skipped or refused (`error` says why)."""
+        message = (f"run {p.run_id} {p.status}: {p.customers} customers, {p.locations} locations, "
+                   f"{p.contacts} contacts deleted in {p.batches} batches ({p.elapsed:.1f}s)")
+        if p.error:
+            message += f"; {p.error}"
+        level = {"succeeded": "info", "failed": "error"}.get(p.status, "warning")
+        self._emit("run_finished", message, level, **_fields(p), error=p.error)
 
 
 def _fields(p: PurgeProgress) -> dict:

@@ -95,14 +95,16 @@ def run_purge(
     check_deployed(conn, mapping, queries)
     with conn.transaction():
         if conn.execute(queries["in_recovery"]).fetchone()[0]:
-            raise PurgeSkipped("this server is a standby (in recovery): purge skipped; run it on the primary")
+            raise PurgeSkipped("this server is a standby (in recovery): purge skipped; run it on the primary",
+                               run_status="skipped")
         # Session-level: held across the per-batch transactions until released below or
         # until this connection ends.
         locked = conn.execute(queries["try_purge_lock"]).fetchone()[0]
         if not locked:
             skipped_id = _record_unstarted(conn, queries, options, "skipped", "another purge is running")
     if not locked:
-        raise PurgeSkipped(f"another purge is running: this one is skipped (recorded as run {skipped_id})")
+        raise PurgeSkipped(f"another purge is running: this one is skipped (recorded as run {skipped_id})",
+                           run_status="skipped", run_id=skipped_id)
     try:
         with conn.transaction():
             # [retention] first: every purge that holds the lock prunes the package's history,
@@ -114,13 +116,15 @@ def run_purge(
                 reason = describe_unmapped_foreign_keys(unmapped)
                 refused_id = _record_unstarted(conn, queries, options, "refused", reason)
         if unmapped:
-            raise ConfigError(f"purge refused (recorded as run {refused_id}): {reason}")
+            raise ConfigError(f"purge refused (recorded as run {refused_id}): {reason}",
+                              run_status="refused", run_id=refused_id)
         with conn.transaction():
             refusal = conn.execute(queries["guard_refusal"], {"force": options.force}).fetchone()[0]
             if refusal:
                 refused_id = _record_unstarted(conn, queries, options, "refused", refusal)
         if refusal:
-            raise PurgeRefused(f"purge refused (recorded as run {refused_id}): {refusal}")
+            raise PurgeRefused(f"purge refused (recorded as run {refused_id}): {refusal}",
+                               run_status="refused", run_id=refused_id)
         return _run_locked(conn, queries, options, on_batch, mapping, on_start)
     finally:
         _release_lock(conn, queries)
@@ -242,13 +246,16 @@ def _run_locked(
                                                                                deadline - time.monotonic())))
     except KeyboardInterrupt as exc:
         _finish(conn, queries, progress, "failed", str(exc) if isinstance(exc, Terminated) else "interrupted")
+        exc.run_status, exc.run_id, exc.progress = "failed", run_id, progress
         raise
     except ConfigError as exc:
         _finish(conn, queries, progress, "failed", str(exc))
+        exc.run_status, exc.run_id, exc.progress = "failed", run_id, progress
         raise
     except psycopg.Error as exc:
         _finish(conn, queries, progress, "failed", one_line(exc))
-        raise RunFailed(f"purge run {run_id} failed after {progress.batches} batches: {one_line(exc)}") from None
+        raise RunFailed(f"purge run {run_id} failed after {progress.batches} batches: {one_line(exc)}",
+                        run_status="failed", run_id=run_id, progress=progress) from None
     _finish(conn, queries, progress, "succeeded", None)
     return progress
 
