@@ -300,14 +300,22 @@ SELECT EXISTS (
 
 -- name: doctor_table_statistics
 -- The planner's statistics on one table: when last analyzed (NULL: never), rows changed
--- since, its row estimate (-1: never counted), and whether it (or a partition) holds data.
+-- since, its row estimate (-1: never counted), whether it (or a partition) holds data, and
+-- for a partitioned table (whose own changes PostgreSQL does not count) its partitions' live
+-- rows now.
 SELECT
     greatest("s"."last_analyze", "s"."last_autoanalyze") AS "last_analyzed",
     coalesce("s"."n_mod_since_analyze", 0) AS "changed_since",
     "c"."reltuples"::float8 AS "estimated_rows",
     pg_relation_size("c"."oid") > 0
         OR EXISTS (SELECT 1 FROM pg_partition_tree("c"."oid") AS "t" WHERE pg_relation_size("t"."relid") > 0)
-        AS "has_data"
+        AS "has_data",
+    CASE WHEN "c"."relkind" = 'p' THEN
+        (SELECT coalesce(sum("ls"."n_live_tup"), 0)::float8
+         FROM pg_partition_tree("c"."oid") AS "t"
+         JOIN pg_catalog.pg_stat_user_tables AS "ls" ON "ls"."relid" = "t"."relid"
+         WHERE "t"."isleaf")
+    END AS "partitions_live_rows"
 FROM pg_catalog.pg_class AS "c"
 JOIN pg_catalog.pg_namespace AS "n" ON "n"."oid" = "c"."relnamespace"
 LEFT JOIN pg_catalog.pg_stat_user_tables AS "s" ON "s"."relid" = "c"."oid"

@@ -289,6 +289,43 @@ def test_stale_statistics_are_a_warning_with_an_analyze_fix(ref_db, ref_conn):
     assert warning["fix"] == 'ANALYZE "public"."customers";'
 
 
+def _wait_for_live_rows(conn: psycopg.Connection, table: str, rows: int) -> None:
+    _flush_statistics(conn)
+    deadline = time.monotonic() + 15
+    while conn.execute("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = %s", (table,)
+                       ).fetchone()[0] < rows:
+        if time.monotonic() > deadline:
+            pytest.fail(f"pg_stat_user_tables never counted {rows} live rows in {table}")
+        time.sleep(0.2)
+
+
+def test_a_partitioned_table_whose_estimate_drifted_from_its_partitions_is_stale(ref_db, ref_conn, tmp_path):
+    ref_conn.execute("""
+        CREATE TABLE notes (customer_id bigint NOT NULL REFERENCES customers, year int NOT NULL)
+            PARTITION BY RANGE (year);
+        CREATE TABLE notes_2025 PARTITION OF notes FOR VALUES FROM (2025) TO (2026);
+        CREATE INDEX ON notes (customer_id);
+    """)
+    customer = add_stack(ref_conn, adhoc=False).customer
+    ref_conn.execute("INSERT INTO notes SELECT %s, 2025 FROM generate_series(1, 100)", (customer,))
+    _wait_for_live_rows(ref_conn, "notes_2025", 100)  # counted before ANALYZE sets the count
+    ref_conn.execute("ANALYZE notes")
+    config = write_config(tmp_path, _reference_blockers() + '[[blockers]]\ntable = "public.notes"\n'
+                                    'column = "customer_id"\nreferences = "customer"\nname = "note"\n')
+    assert 'public.notes: analyzed' in doctor(ref_db, "--config", config).stdout
+
+    # Three times the rows: autovacuum would analyze the partition, never the partitioned table.
+    ref_conn.execute("INSERT INTO notes SELECT %s, 2025 FROM generate_series(1, 200)", (customer,))
+    _wait_for_live_rows(ref_conn, "notes_2025", 300)
+    (warning,) = [f for f in findings(ref_db, "--config", config) if f["subject"] == "public.notes"]
+    assert warning["severity"] == "warning"
+    assert "its partitions hold about 300 rows, its statistics" in warning["message"] and "say 100" in warning["message"]
+    assert warning["fix"] == 'ANALYZE "public"."notes";'
+    run_sql(ref_db, warning["fix"])
+    (ok,) = [f for f in findings(ref_db, "--config", config) if f["subject"] == "public.notes"]
+    assert ok["severity"] == "ok"
+
+
 # --- foreign keys, deployment, roles, pg_cron -----------------------------------------------
 
 def test_an_unmapped_foreign_key_is_a_problem_naming_it(ref_db, tmp_path):
