@@ -52,6 +52,8 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m or 2h")
     factor = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[match.group(2)]
     seconds = float(match.group(1)) * factor
+    if seconds <= 0:  # a run that may start no batch: as --max-batches 0, refused
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
     if not seconds <= MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"{text!r} is longer than a million hours")
     return seconds

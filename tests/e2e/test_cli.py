@@ -663,6 +663,8 @@ def test_config_precedence_flag_then_env_then_cwd(ref_db, tmp_path):
     (["purge", "--max-batches", "0"], "--max-batches"),
     (["purge", "--max-runtime", "xyz"], "--max-runtime"),
     (["purge", "--max-runtime", "10 parsecs"], "--max-runtime"),
+    (["purge", "--max-runtime", "0"], "must be longer than zero"),
+    (["schedule", "--cron", "30 3 * * *", "--max-runtime", "0s"], "must be longer than zero"),
     (["purge", "--sleep", "-1"], "--sleep"),
     (["purge", "--frobnicate"], "unrecognized arguments"),
     (["explain"], "CUSTOMER_KEY"),
