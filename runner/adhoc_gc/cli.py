@@ -23,7 +23,7 @@ from .errors import EXIT_FAILURE, EXIT_OK, AdhocGcError, ConfigError, RunFailed,
 from .mapping import Mapping, load_mapping, resolve_dsn
 from .progress import LogLines, TerminalLine
 from .progress import choose as choose_progress
-from .purge import PurgeOptions, PurgeProgress, run_purge
+from .purge import PurgeOptions, PurgeProgress, fetch_runs, run_purge
 from .render import render_queries
 from .streams import GuardedStream
 
@@ -407,8 +407,6 @@ def _purge_result(progress: PurgeProgress) -> dict:
 def cmd_runs(args) -> int:
     mapping, dsn, queries = _setup(args)
     with connect(dsn) as conn:
-        from .purge import fetch_runs
-
         try:
             runs = fetch_runs(conn, queries, args.limit)
         except psycopg.errors.UndefinedTable:

@@ -318,7 +318,6 @@ def _wait_for_replicas(conn, queries, mapping: Mapping, progress: PurgeProgress,
     return deadline is None or time.monotonic() < deadline
 
 
-
 def fetch_runs(conn: psycopg.Connection, queries: dict[str, str], limit: int) -> list[dict]:
     """The last `limit` runs, newest first, each as a dict of the runs table's columns."""
     cursor = conn.execute(queries["list_runs"], {"limit": limit})

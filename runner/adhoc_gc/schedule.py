@@ -16,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 from .db import connect, one_line
 from .errors import ConfigError
 from .mapping import Mapping
+from .purge import check_deployed, fetch_runs
 
 PRUNE_SUFFIX = ":prune-history"
 PRUNE_SCHEDULE = "17 4 * * *"  # daily, off the hour
@@ -74,8 +75,6 @@ def locate_cron(conn: psycopg.Connection, dsn: str, queries: dict[str, str]) -> 
 def schedule(dsn: str, mapping: Mapping, queries: dict[str, str], *, cron: str, batch_size: int,
              max_runtime_seconds: float, job_name: str | None, prune_history: str | None) -> dict:
     with connect(dsn) as conn:
-        from .purge import check_deployed
-
         check_deployed(conn, mapping, queries)
         place = locate_cron(conn, dsn, queries)
         command = conn.execute(queries["cron_purge_command"], {
@@ -136,8 +135,6 @@ def status(dsn: str, mapping: Mapping, queries: dict[str, str], job_name: str | 
             unavailable = None
         except ConfigError as exc:
             place, unavailable = None, str(exc)
-        from .purge import fetch_runs
-
         runs = fetch_runs(conn, queries, limit)
     if place is None:
         return {"job_name": job_name, "cron_database": None, "scheduled": False, "cron_unavailable": unavailable,
